@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""tinystory's command line: parses options and calls the package (`python cli.py --help`)."""
+import click
+from tinystory import UserError
+from tinystory.log import log_to_console
+
+class Group(click.Group):
+  """A click group that turns a UserError from the package into a one-line `Error: ...` and exit status 1."""
+  group_class = type
+  def invoke(self, ctx):
+    try: return super().invoke(ctx)
+    except UserError as e: raise click.ClickException(str(e)) from None
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+def cli():
+  """Train tiny LLaMA-style story models from scratch on a CPU, sample from them, and export the run."""
+  log_to_console()
+
+# ---- tokenizer ----
+
+SAMPLE_SENTENCE = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine."
+
+@cli.group()
+def tokenizer():
+  """Fit a char or byte-level BPE tokenizer (.tok file), inspect it, encode and decode with it."""
+
+@tokenizer.command("fit")
+@click.option("--data", "sources", multiple=True, required=True,
+              help="Story file, directory, glob, or 'synthetic[:N]'; repeat for several.")
+@click.option("--kind", type=click.Choice(["char", "bpe"]), required=True,
+              help="char: one token per character; bpe: byte-level BPE.")
+@click.option("--vocab-size", type=int, help="Tokens including <unk>, <s>, </s>. char: default every distinct "
+              "character; bpe: required, at least 259 (3 specials + 256 bytes + merges). At most 65535.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Tokenizer file to write (.tok).")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="What to do with bytes that are not UTF-8 in the data.")
+def tokenizer_fit(sources, kind, vocab_size, out, encoding_errors):
+  """Learn a tokenizer from the stories in --data and write it to --out."""
+  import contextlib, time
+  from tinystory.data import iter_stories
+  from tinystory.log import log
+  from tinystory.tokenizer import fit_tokenizer
+  seen = {"stories": 0, "chars": 0}
+  def counted(stories):
+    for s in stories:
+      seen["stories"] += 1; seen["chars"] += len(s)
+      yield s
+  t0 = time.perf_counter()
+  with contextlib.ExitStack() as stack:
+    tok = fit_tokenizer(counted(iter_stories(list(sources), errors=encoding_errors)), kind, vocab_size,
+                        progress=_progress_bar(stack, "bpe merges"))  # _progress_bar: see the data section
+  tok.save(out)
+  log(f"{kind} tokenizer: {tok.vocab_size} tokens from {seen['stories']:,} stories ({seen['chars']:,} chars) "
+      f"in {time.perf_counter() - t0:.1f}s -> {out} (sha256 {tok.sha256[:16]})")
+
+@tokenizer.command("info")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--text", help="Text to measure characters per token on (default: a built-in sentence).")
+@click.option("--text-file", type=click.Path(dir_okay=False), help="UTF-8 file to measure characters per token on.")
+def tokenizer_info(file, text, text_file):
+  """Print a tokenizer's kind, vocab size, specials and characters per token."""
+  from tinystory.tokenizer import load_tokenizer, SPECIALS, N_SPECIAL
+  if text is not None and text_file is not None: raise UserError("give --text or --text-file, not both")
+  tok, on = load_tokenizer(file), "the built-in sentence"
+  if text_file is not None:
+    try: text, on = open(text_file, encoding="utf-8").read(), text_file
+    except OSError as e: raise UserError(f"cannot read --text-file {text_file}: {e.strerror}") from None
+    except UnicodeDecodeError as e: raise UserError(f"--text-file {text_file} is not UTF-8 (byte {e.start})") from None
+  elif text is not None: on = "--text"
+  else: text = SAMPLE_SENTENCE
+  if not (ids := tok.encode(text)): raise UserError(f"{on} is empty: no characters to measure")
+  n = tok.vocab_size - N_SPECIAL
+  click.echo(f"kind: {tok.kind}")
+  click.echo(f"vocab_size: {tok.vocab_size} ({N_SPECIAL} specials + " +
+             (f"{n} characters)" if tok.kind == "char" else f"256 bytes + {n - 256} merges)"))
+  click.echo("specials: " + " ".join(f"{s}={i}" for s, i in SPECIALS.items()))
+  if tok.pattern: click.echo(f"pattern: {tok.pattern}")
+  click.echo(f"sha256: {tok.sha256}")
+  click.echo(f"chars_per_token: {len(text) / len(ids):.3f} ({len(text):,} chars, {len(ids):,} tokens of {on})")
+
+@tokenizer.command("encode")
+@click.option("--tokenizer", "file", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@click.option("--bos", is_flag=True, help="Put the BOS id <s> first.")
+@click.argument("text", required=False)
+def tokenizer_encode(file, bos, text):
+  """Print the token ids of TEXT (or of stdin, read whole), space-separated."""
+  import sys
+  from tinystory.tokenizer import load_tokenizer
+  tok = load_tokenizer(file)
+  click.echo(" ".join(map(str, tok.encode(sys.stdin.read() if text is None else text, bos=bos))))
+
+@tokenizer.command("decode")
+@click.option("--tokenizer", "file", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@click.argument("ids", nargs=-1)
+def tokenizer_decode(file, ids):
+  """Print the text of token IDS (or of the space-separated ids on stdin) and a newline."""
+  import sys
+  from tinystory.tokenizer import load_tokenizer
+  tok = load_tokenizer(file)
+  def token_id(word: str) -> int:  # the range is checked by decode
+    try: return int(word)
+    except ValueError: raise UserError(f"{word!r} is not a token id (expected integers 0..{tok.vocab_size - 1})") from None
+  click.echo(tok.decode([token_id(w) for w in ids or sys.stdin.read().split()]))
+
+# ---- data ----
+
+@cli.group()
+def data():
+  """Download TinyStories and pretokenize stories into shards for training."""
+
+def _progress_bar(stack, label: str):
+  """A `progress(done, total)` callback that draws a click progress bar, opened on the first call (when the total is
+  known) and closed with `stack`. An unknown total (None) draws a bar with no length."""
+  bars = []
+  def progress(done, total):
+    if not bars: bars.append(stack.enter_context(click.progressbar(length=total, label=label)))
+    bars[0].update(done - bars[0].pos)
+  return progress
+
+@data.command("download")
+@click.option("--cache-dir", envvar="TINYSTORY_DATA", default="data", show_default=True, show_envvar=True,
+              type=click.Path(file_okay=False), help="Where the archive is saved and unpacked.")
+def data_download(cache_dir):
+  """Fetch TinyStories_all_data.tar.gz from the Hugging Face hub (resuming a partial download) and unpack it."""
+  import contextlib
+  from tinystory.data import download
+  with contextlib.ExitStack() as stack: download(cache_dir, progress=_progress_bar(stack, "downloading"))
+
+@data.command("prepare")
+@click.option("--data", "sources", multiple=True, required=True,
+              help="Story file, directory, glob, or 'synthetic[:N]'; repeat for several.")
+@click.option("--tokenizer", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the shards and meta.json.")
+@click.option("--val-fraction", type=float, default=0.02, show_default=True,
+              help="Share of the stories (the first ones, at least one) in the validation shard, shard_0000.bin.")
+@click.option("--shard-tokens", type=int, default=1 << 24, show_default=True,
+              help="A new train shard is begun once one holds this many tokens.")
+@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
+              help="What to do with bytes that are not UTF-8 in the data.")
+def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_errors):
+  """Encode every story (BOS first, no EOS, as llama2.c) into uint16 shards; shard 0 is the validation split.
+  Re-running with the same data, tokenizer and options reuses the shards."""
+  import contextlib, time
+  from tinystory.log import log
+  from tinystory.pretok import prepare
+  t0 = time.perf_counter()
+  with contextlib.ExitStack() as stack:
+    prepare(list(sources), tokenizer, out, val_fraction, shard_tokens, encoding_errors,
+            progress=_progress_bar(stack, "encoding stories"))
+  log(f"data prepare took {time.perf_counter() - t0:.1f}s")
+
+# ---- train ----
+
+def llama2c_options(fields, helps: dict[str, str]):
+  """One click option per config field, spelled both `--batch_size` and `--batch-size` (llama2.c's configurator takes
+  the former, `--batch_size=64`); booleans take a value (`--compile=False`). The options given on the command line are
+  collected in ctx.meta['overrides'] in the order they were typed (click processes parameters in invocation order)."""
+  def remember(ctx, param, value):
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
+      ctx.meta.setdefault("overrides", []).append((param.name, value))
+    return value
+  def decorate(f):
+    for fd in reversed(fields):
+      names = [f"--{fd.name}"] + ([f"--{fd.name.replace('_', '-')}"] if "_" in fd.name else [])
+      ptype = click.BOOL if fd.type in (bool, "bool") else {"int": int, "float": float}.get(fd.type, fd.type if isinstance(fd.type, type) else str)
+      f = click.option(*names, fd.name, type=ptype, default=fd.default, show_default=True, help=helps.get(fd.name),
+                       callback=remember, expose_value=True)(f)
+    return f
+  return decorate
+
+def _train_fields():
+  import dataclasses
+  from tinystory.train import TrainConfig
+  return dataclasses.fields(TrainConfig)
+
+TRAIN_HELP = {
+  "out_dir": "run directory, relative to runs/ unless absolute",
+  "data": "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated",
+  "tokenizer": "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly",
+  "vocab_size": "0: the tokenizer's size; otherwise it must agree with the tokenizer",
+  "init_from": "'scratch' or 'resume' (continues exactly from <out_dir>/ckpt)",
+  "unembedding": "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | untied",
+  "lr_decay_iters": "0: max_iters",
+  "device": "cpu, or a tinygrad device: cuda, metal, amd",
+  "compile": "TinyJit-compiled steps (False runs eagerly: same numbers, slower)",
+  "peak_flops": "peak FLOP/s for mfu; 0: 3e11 on cpu, 312e12 (A100 bf16, as llama2.c) elsewhere",
+}
+
+@cli.command(context_settings={"max_content_width": 120})
+@llama2c_options(_train_fields(), TRAIN_HELP)
+@click.pass_context
+def train(ctx, **options):
+  """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's)."""
+  from tinystory.train import TrainConfig, train as run_training
+  run_training(TrainConfig(**options), overrides=ctx.meta.get("overrides", []))
+
+# ---- sample ----
+# (after the train section: its options are made by llama2c_options, defined there)
+
+def _sample_fields():
+  import dataclasses
+  from tinystory.sample import SampleConfig
+  return dataclasses.fields(SampleConfig)
+
+SAMPLE_HELP = {
+  "checkpoint": "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest under runs/",
+  "start": "prompt text, or FILE:path; '' starts from BOS alone",
+  "temperature": "0: greedy (argmax)",
+  "top_k": "keep the k most likely tokens",
+  "top_p": "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off",
+  "tokenizer": "tokenizer file; default: the run's tokenizer.tok",
+  "device": "cpu, or a tinygrad device: cuda, metal, amd",
+  "compile": "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)",
+  "slide": "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
+           "recomputed for every token); s > 1 recomputes once per s tokens (faster; not llama2.c's output)",
+}
+
+@cli.command(context_settings={"max_content_width": 120})
+@llama2c_options(_sample_fields(), SAMPLE_HELP)
+@click.option("--preamble/--no-preamble", default=True, show_default=True,
+              help="Print the Overriding lines, ModelArgs and state-dict shapes before the text.")
+@click.pass_context
+def sample(ctx, preamble, **options):
+  """Sample from a checkpoint (llama2.c's sample.py options), streaming the text as it is generated.
+
+  A generated BOS starts a new story: it shows as a blank line. Each sample ends with a line of dashes."""
+  import sys
+  from tinystory.sample import SampleConfig, sample as run_sampling
+  def write(text: str):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+  run_sampling(SampleConfig(**options), overrides=ctx.meta.get("overrides", []), write=write, preamble=preamble)
+
+def main():
+  """Run the CLI; a usage mistake prints one line (`Error: ...`) and exits 2, a bad value or file exits 1."""
+  import sys
+  try: cli.main(standalone_mode=False)
+  except click.exceptions.Abort: sys.exit("Aborted.")
+  except click.ClickException as e:
+    click.echo(f"Error: {e.format_message()}", err=True)
+    sys.exit(e.exit_code)
+
+if __name__ == "__main__": main()

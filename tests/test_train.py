@@ -1,0 +1,227 @@
+"""Training: options, schedule, optimizer maths, the loop's log and cadence, checkpoints and exact resume."""
+import json, math, os, re, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from cli import cli
+from tinystory import UserError
+from tinystory.train import TrainConfig, get_lr, adamw_update, load_checkpoint, find_checkpoint, save_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ["--dim=16", "--n_layers=1", "--n_heads=2", "--n_kv_heads=2", "--max_seq_len=16", "--batch_size=4",
+        "--eval_iters=2", "--log_interval=1", "--data=synthetic:300"]
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch): monkeypatch.setenv("TINYSTORY_DATA", str(tmp_path / "cache"))
+
+def run_train(tmp_path, *args, name="run"):
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={tmp_path / name}", *TINY, *args])
+  return res, tmp_path / name
+
+def iter_lines(log: str) -> list[str]: return [l for l in log.splitlines() if re.match(r"^\d+ \| loss", l)]
+
+# *** options ***
+
+SEED_CMD = """--out_dir=outminimagic19 --batch_size=64 --max_seq_len=128 --gradient_accumulation_steps=1 --vocab_source=custom
+--vocab_size=361 --dim=128 --n_layers=4 --n_heads=16 --n_kv_heads=16 --multiple_of=1 --learning_rate=3e-4 --dropout=0.15
+--weight_decay=0.1 --max_iters=100000 --beta2=0.99 --warmup_iters=2500 --eval_interval=5000 --eval_iters=100
+--compile=False --device=cpu""".split()
+
+def capture_train(monkeypatch):
+  got = {}
+  def fake_train(cfg, overrides=()): got.update(cfg=cfg, overrides=list(overrides))
+  monkeypatch.setattr("tinystory.train.train", fake_train)
+  return got
+
+def test_seed_command_line_parses_as_llama2c(monkeypatch):
+  got = capture_train(monkeypatch)
+  res = CliRunner().invoke(cli, ["train", *SEED_CMD])
+  assert res.exit_code == 0, res.output
+  cfg = got["cfg"]
+  assert (cfg.batch_size, cfg.learning_rate, cfg.compile, cfg.beta2, cfg.out_dir) == (64, 3e-4, False, 0.99, "outminimagic19")
+  # the Overriding lines follow the command line's order, with llama2.c's value formatting
+  assert [k for k, _ in got["overrides"]] == [a[2:].split("=")[0] for a in SEED_CMD]
+  assert dict(got["overrides"])["learning_rate"] == 0.0003 and dict(got["overrides"])["compile"] is False
+
+def test_dash_spelling_and_booleans(monkeypatch):
+  got = capture_train(monkeypatch)
+  assert CliRunner().invoke(cli, ["train", "--batch-size", "8", "--decay_lr=false", "--compile", "True"]).exit_code == 0
+  assert (got["cfg"].batch_size, got["cfg"].decay_lr, got["cfg"].compile) == (8, False, True)
+
+@pytest.mark.parametrize("args, msg", [
+  (["--bogus=1"], "No such option '--bogus'"),
+  (["--batch_size=x"], "'x' is not a valid integer"),
+  (["--compile=maybe"], "'maybe' is not a valid boolean"),
+])
+def test_bad_options_one_line(args, msg):
+  p = subprocess.run([sys.executable, "cli.py", "train", *args], cwd=ROOT, capture_output=True, text=True)
+  assert p.returncode == 2 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
+
+@pytest.mark.parametrize("args, msg", [
+  (["--init_from=nope"], "--init_from must be 'scratch' or 'resume', got 'nope'"),
+  (["--batch_size=0"], "--batch_size must be a positive integer, got 0"),
+  (["--beta2=1.5"], "--beta2 must be in [0, 1), got 1.5"),
+  (["--vocab_source=llama2"], "--vocab_source='llama2' is not available"),
+  (["--dtype=int8"], "--dtype must be float32, bfloat16 or float16"),
+  (["--device=nosuchdevice"], "--device=nosuchdevice: tinygrad cannot open NOSUCHDEVICE"),
+  (["--vocab_size=999"], "char vocab size 999 is too large: the data has"),
+  (["--data=/no/such/file.txt"], "/no/such/file.txt"),
+])
+def test_bad_values(tmp_path, args, msg):
+  res, _ = run_train(tmp_path, "--max_iters=0", *args)
+  assert res.exit_code == 1 and msg in res.output, res.output
+
+def test_vocab_size_must_agree_with_tokenizer_file(tmp_path):
+  from tinystory.tokenizer import fit_tokenizer
+  fit_tokenizer(["a tiny story.", "another one!"], "char").save(tmp_path / "t.tok")
+  res, _ = run_train(tmp_path, "--max_iters=0", f"--tokenizer={tmp_path / 't.tok'}", "--vocab_size=361")
+  assert res.exit_code == 1 and f"--vocab_size=361 disagrees with the tokenizer {tmp_path / 't.tok'}, which has 16 tokens" in res.output
+
+def test_resume_without_checkpoint_and_scratch_over_checkpoint(tmp_path):
+  res, _ = run_train(tmp_path, "--init_from=resume")
+  assert res.exit_code == 1 and "no checkpoint in" in res.output
+  res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  res, _ = run_train(tmp_path, "--max_iters=2")
+  assert res.exit_code == 1 and "already holds a checkpoint: pass --init_from=resume" in res.output
+
+# *** schedule and optimizer maths ***
+
+def test_lr_schedule_matches_llama2c():
+  cfg = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_iters=10, max_iters=110)
+  assert get_lr(0, cfg) == 0 and get_lr(5, cfg) == pytest.approx(5e-4)
+  assert get_lr(10, cfg) == pytest.approx(1e-3) and get_lr(60, cfg) == pytest.approx(1e-4 + 0.5 * 9e-4)
+  assert get_lr(110, cfg) == pytest.approx(1e-4) and get_lr(500, cfg) == 1e-4
+  assert get_lr(7, TrainConfig(decay_lr=False, learning_rate=2e-3)) == 2e-3
+  assert get_lr(60, TrainConfig(learning_rate=1e-3, warmup_iters=10, max_iters=1000, lr_decay_iters=110)) == pytest.approx(5e-4)
+
+def numpy_adamw(p, g, m, v, lr, step, wd, b1, b2, clip, eps=1e-8):
+  """torch.nn.utils.clip_grad_norm_ then torch.optim.AdamW, in float64."""
+  norm = math.sqrt(sum((x ** 2).sum() for x in g))
+  if clip: g = [x * min(clip / (norm + 1e-6), 1.0) for x in g]
+  out = []
+  for pi, gi, mi, vi, wdi in zip(p, g, m, v, wd):
+    pi = pi * (1 - lr * wdi)
+    mi, vi = b1 * mi + (1 - b1) * gi, b2 * vi + (1 - b2) * gi * gi
+    out.append((pi - lr / (1 - b1 ** step) * mi / (np.sqrt(vi) / math.sqrt(1 - b2 ** step) + eps), mi, vi))
+  return out
+
+@pytest.mark.parametrize("clip", [0.0, 1.0, 0.01])
+def test_adamw_step_matches_numpy(clip):
+  from tinygrad import Tensor
+  rng = np.random.default_rng(0)
+  shapes = [(5, 3), (3,)]
+  p, g, m = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
+  v = [np.abs(rng.standard_normal(s)) for s in shapes]
+  wd, lr, step = [0.1, 0.0], 3e-3, 7
+  tp, tg, tm, tv = [[Tensor(x.astype(np.float32)).contiguous().realize() for x in xs] for xs in (p, g, m, v)]
+  Tensor.realize(*adamw_update(tp, tg, tm, tv, wd, Tensor([lr]), Tensor([float(step)]), 0.9, 0.99, clip))
+  for (rp, rm, rv), a, b, c in zip(numpy_adamw(p, g, m, v, lr, step, wd, 0.9, 0.99, clip), tp, tm, tv):
+    np.testing.assert_allclose(a.numpy(), rp, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.numpy(), rm, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(c.numpy(), rv, rtol=1e-5, atol=1e-7)
+
+# *** the loop ***
+
+ITER_LINE = re.compile(r"^\d+ \| loss \d+\.\d{4} \| lr \d\.\d{6}e[-+]\d\d \| \d+\.\d{2}ms \| mfu -?\d+\.\d{2}% \| [\d,]+ tok/s \| eta (\d+:\d\d:\d\d|\?)$")
+
+def test_log_format_cadence_and_records(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=6", "--eval_interval=3", "--warmup_iters=2", "--learning_rate=1e-2")
+  assert res.exit_code == 0, res.output
+  log = (rdir / "train.log").read_text()
+  assert log == res.output  # the file holds exactly what the user saw
+  lines = log.splitlines()
+  assert lines[0] == f"Overriding: out_dir = {rdir}" and "Overriding: dim = 16" in lines
+  assert "tokens per iteration will be: 64" in lines
+  assert "breaks down as: 1 grad accum steps * 1 processes * 4 batch size * 16 max seq len" in lines
+  assert "Initializing a new model from scratch" in lines
+  assert any(re.fullmatch(r"num decayed parameter tensors: \d+, with [\d,]+ parameters", l) for l in lines)
+  assert any(re.fullmatch(r"num non-decayed parameter tensors: \d+, with [\d,]+ parameters", l) for l in lines)
+  evals = [l for l in lines if l.startswith("step ")]
+  assert [int(l.split()[1][:-1]) for l in evals] == [0, 3, 6]
+  assert all(re.fullmatch(r"step \d+: train loss \d+\.\d{4}, val loss \d+\.\d{4}", l) for l in evals)
+  its = iter_lines(log)
+  assert [int(l.split()[0]) for l in its] == list(range(7))  # llama2.c runs iterations 0..max_iters
+  assert all(ITER_LINE.match(l) for l in its), its
+  assert "lr 5.000000e-03" in its[1]  # warmup: 1e-2 * 1/2
+  # a checkpoint only when val improves, never at step 0
+  for i, l in enumerate(lines):
+    if l == f"saving checkpoint to {rdir}": assert lines[i - 1].startswith("step ") and not lines[i - 1].startswith("step 0:")
+  metrics = [json.loads(l) for l in (rdir / "metrics.jsonl").read_text().splitlines()]
+  assert [m["iter"] for m in metrics if "loss" in m] == list(range(7))
+  assert [m["iter"] for m in metrics if "val_loss" in m] == [0, 3, 6]
+  assert metrics[-1]["tokens"] == 7 * 64 and all({"lr", "dt", "time"} <= set(m) for m in metrics if "loss" in m)
+  cfg = json.loads((rdir / "config.json").read_text())
+  assert cfg["options"]["dim"] == 16 and cfg["versions"]["tinygrad"] and "train" in cfg["commands"][0]
+  assert (rdir / "tokenizer.tok").is_file()
+
+def test_resume_is_exact(tmp_path):
+  common = ["--eval_interval=3", "--always_save_checkpoint=True", "--dropout=0.1", "--warmup_iters=2", "--learning_rate=1e-2"]
+  res, full = run_train(tmp_path, "--max_iters=6", *common, name="full")
+  assert res.exit_code == 0, res.output
+  res, half = run_train(tmp_path, "--max_iters=3", *common, name="half")
+  assert res.exit_code == 0, res.output
+  res, _ = run_train(tmp_path, "--max_iters=6", "--init_from=resume", *common, name="half")
+  assert res.exit_code == 0, res.output
+  assert f"Resuming training from {half}" in res.output
+  loss = lambda p: [l.split(" | ")[:3] for l in iter_lines((p / "train.log").read_text())]
+  # run 'half' logged 0..3, then resumed from its step-3 checkpoint (taken before step 3) and logged 3..6 again
+  assert [l[0] for l in loss(half)] == ["0", "1", "2", "3", "3", "4", "5", "6"]
+  assert loss(half)[:3] + loss(half)[4:] == loss(full)  # bit-identical: same kernels, same data, same dropout masks
+
+def test_grad_accumulation_equals_larger_batch(tmp_path):
+  common = ["--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True", "--dropout=0.0", "--grad_clip=0"]
+  res, big = run_train(tmp_path, *common, "--batch_size=4", name="big")
+  assert res.exit_code == 0, res.output
+  res, acc = run_train(tmp_path, *common, "--batch_size=2", "--gradient_accumulation_steps=2", name="acc")
+  assert res.exit_code == 0, res.output
+  wb, wa = load_checkpoint(big)[1], load_checkpoint(acc)[1]
+  for n in wb: np.testing.assert_allclose(wa[n], wb[n], rtol=1e-4, atol=1e-6)
+
+def test_nonfinite_loss_stops_with_message(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=20", "--eval_interval=100", "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0")
+  assert res.exit_code == 1 and re.search(r"loss is (nan|inf) at step \d+: training stopped", res.output), res.output
+
+def test_ctrl_c_saves_and_resume_continues(tmp_path):
+  rdir = tmp_path / "sig"
+  env = {**os.environ, "TINYSTORY_DATA": str(tmp_path / "cache")}
+  p = subprocess.Popen([sys.executable, "cli.py", "train", f"--out_dir={rdir}", *TINY, "--max_iters=100000",
+                        "--eval_interval=100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  logged = lambda: len(iter_lines((rdir / "train.log").read_text())) if (rdir / "train.log").exists() else 0
+  deadline = time.time() + 300
+  while logged() < 3:
+    assert p.poll() is None and time.time() < deadline, p.stdout.read() if p.poll() is not None else "timed out"
+    time.sleep(0.2)
+  p.send_signal(signal.SIGINT)
+  out, _ = p.communicate(timeout=120)
+  assert p.returncode == 0, out
+  m = re.search(r"interrupted: saved step (\d+) to ", out)
+  assert m, out
+  assert json.loads((rdir / "ckpt" / "ckpt.json").read_text())["iter_num"] == int(m.group(1))
+  res, _ = run_train(tmp_path, "--init_from=resume", f"--max_iters={int(m.group(1)) + 1}", "--eval_interval=100000", name="sig")
+  assert res.exit_code == 0, res.output
+  assert [int(l.split()[0]) for l in iter_lines(res.output)] == [int(m.group(1)), int(m.group(1)) + 1]
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+  from tinystory.model import ModelArgs, Transformer
+  args = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=20, max_seq_len=8)
+  save_checkpoint(tmp_path, Transformer(args, seed=0), {}, {"model_args": {}, "iter_num": 1, "best_val_loss": 2.0})
+  real_replace, calls = os.replace, []
+  def crash_on_second(a, b):
+    calls.append(a)
+    if len(calls) == 2: raise OSError("simulated crash")
+    real_replace(a, b)
+  monkeypatch.setattr(os, "replace", crash_on_second)
+  with pytest.raises(OSError): save_checkpoint(tmp_path, Transformer(args, seed=1), {}, {"model_args": {}, "iter_num": 2, "best_val_loss": 1.0})
+  monkeypatch.setattr(os, "replace", real_replace)
+  # the old checkpoint survived complete (as ckpt.prev), and it is what loading finds
+  meta, weights, _ = load_checkpoint(tmp_path)
+  assert meta["iter_num"] == 1 and find_checkpoint(tmp_path).name == "ckpt.prev"
+  np.testing.assert_array_equal(weights["norm.weight"], np.ones(16, np.float32))
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+  (tmp_path / "ckpt").mkdir()
+  (tmp_path / "ckpt" / "ckpt.json").write_text("{not json")
+  (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"garbage")
+  with pytest.raises(UserError, match="is unreadable or corrupt"): load_checkpoint(tmp_path)

@@ -1,0 +1,236 @@
+"""llama2.c's Transformer in tinygrad: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU.
+
+Two options beyond stock llama2.c, both from the seed run: a bias on the SwiGLU gate `w1` (`ffn_bias`), and logits
+through the pseudo-inverse of the token embedding (`unembedding='pinv'`) instead of the embedding itself ('tied', stock
+llama2.c) or a separate output matrix ('untied').
+
+Weights live in one flat dict under llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels
+are slow on odd sizes, so the vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows /
+columns. The padding provably stays zero: tokens never index padded embedding rows, padded logits are sliced off
+before anyone sees them, and padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero
+and AdamW (whose decay is proportional to the weight) leaves it at zero. state_dict / num_params report the logical
+shapes.
+"""
+from __future__ import annotations
+import math
+from dataclasses import dataclass, fields
+import numpy as np
+from tinygrad import Tensor, dtypes
+from tinystory import UserError
+
+UNEMBEDDINGS = ("pinv", "tied", "untied")
+MAX_VOCAB = 65_535  # token ids are stored as uint16
+
+@dataclass(repr=False)
+class ModelArgs:
+  # llama2.c's fields and defaults (its Llama 7B defaults)
+  dim: int = 4096
+  n_layers: int = 32
+  n_heads: int = 32
+  n_kv_heads: int | None = None
+  vocab_size: int = 32000
+  hidden_dim: int | None = None
+  multiple_of: int = 256  # the derived FFN hidden size is rounded up to a multiple of this
+  norm_eps: float = 1e-5
+  max_seq_len: int = 2048
+  dropout: float = 0.0
+  # beyond llama2.c, defaulting to the seed run's model
+  ffn_bias: bool = True      # bias on the SwiGLU gate w1
+  unembedding: str = "pinv"  # logits = h @ pinv(E) ('pinv'), h @ E.T ('tied'), h @ output.weight.T ('untied')
+
+  def __post_init__(self): validate(self)
+
+  def __repr__(self) -> str:
+    # exactly llama2.c's dataclass repr (the exported log shows it), plus the extras that differ from their defaults
+    fs = fields(self)
+    shown = list(fs[:10]) + [f for f in fs[10:] if getattr(self, f.name) != f.default]
+    return f"ModelArgs({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+
+  @property
+  def kv_heads(self) -> int: return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
+  @property
+  def head_dim(self) -> int: return self.dim // self.n_heads
+  @property
+  def hidden_size(self) -> int:
+    """llama2.c's FFN hidden size: hidden_dim if given, else 2/3 of 4*dim rounded up to multiple_of (341 for the seed)."""
+    if self.hidden_dim is not None: return self.hidden_dim
+    return round_up(int(2 * (4 * self.dim) / 3), self.multiple_of)
+
+def validate(a: ModelArgs) -> None:
+  for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "multiple_of", "max_seq_len"):
+    v = getattr(a, name)
+    if v is None and name in ("n_kv_heads", "hidden_dim"): continue
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise UserError(f"{name}={v!r}: expected a positive integer")
+  if a.dim % a.n_heads: raise UserError(f"dim={a.dim} is not divisible by n_heads={a.n_heads}")
+  if a.n_heads % a.kv_heads: raise UserError(f"n_heads={a.n_heads} is not a multiple of n_kv_heads={a.kv_heads}")
+  if a.head_dim % 2:
+    raise UserError(f"head dim dim/n_heads = {a.dim}/{a.n_heads} = {a.head_dim} is odd: rotary embeddings need it even")
+  if a.vocab_size > MAX_VOCAB: raise UserError(f"vocab_size={a.vocab_size} is over {MAX_VOCAB:,} (tokens are uint16)")
+  if not a.norm_eps > 0: raise UserError(f"norm_eps={a.norm_eps!r}: expected a positive number")
+  if not 0 <= a.dropout < 1: raise UserError(f"dropout={a.dropout!r}: expected a number in [0, 1)")
+  if not isinstance(a.ffn_bias, bool): raise UserError(f"ffn_bias={a.ffn_bias!r}: expected True or False")
+  if a.unembedding not in UNEMBEDDINGS:
+    raise UserError(f"unembedding={a.unembedding!r} is unknown: expected one of {', '.join(map(repr, UNEMBEDDINGS))}")
+
+def round_up(n: int, multiple: int) -> int: return -(-n // multiple) * multiple
+
+def param_shapes(a: ModelArgs, vocab: int, hidden: int) -> dict[str, tuple[int, ...]]:
+  """Parameter name -> shape in llama2.c's order (named_parameters), for the given (logical or padded) vocab/hidden."""
+  d, kv = a.dim, a.kv_heads * a.head_dim
+  shapes: dict[str, tuple[int, ...]] = {"tok_embeddings.weight": (vocab, d)}
+  for i in range(a.n_layers):
+    p = f"layers.{i}."
+    shapes |= {p+"attention.wq.weight": (d, d), p+"attention.wk.weight": (kv, d), p+"attention.wv.weight": (kv, d),
+               p+"attention.wo.weight": (d, d), p+"feed_forward.w1.weight": (hidden, d)}
+    if a.ffn_bias: shapes[p+"feed_forward.w1.bias"] = (hidden,)
+    shapes |= {p+"feed_forward.w2.weight": (d, hidden), p+"feed_forward.w3.weight": (hidden, d),
+               p+"attention_norm.weight": (d,), p+"ffn_norm.weight": (d,)}
+  shapes["norm.weight"] = (d,)
+  if a.unembedding == "untied": shapes["output.weight"] = (vocab, d)
+  return shapes
+
+def init_value(name: str, shape: tuple[int, ...], n_layers: int, rng: np.random.Generator) -> np.ndarray:
+  """llama2.c's init: unit norm weights, zero biases, N(0, 0.02) elsewhere, residual projections wo/w3 scaled down."""
+  if name.endswith("norm.weight"): return np.ones(shape, np.float32)
+  if name.endswith(".bias"): return np.zeros(shape, np.float32)
+  std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("wo.weight", "w3.weight")) else 0.02
+  return (rng.standard_normal(shape) * std).astype(np.float32)
+
+def rope_tables(head_dim: int, max_seq_len: int, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+  """llama2.c's precompute_freqs_cis, in float32 like torch: cos and sin of t * theta^(-2j/head_dim), (max_seq_len, head_dim/2)."""
+  freqs = (1.0 / (np.float32(theta) ** (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)))).astype(np.float32)
+  angles = np.outer(np.arange(max_seq_len, dtype=np.float32), freqs)
+  return np.cos(angles), np.sin(angles)
+
+# ---- the layers, as functions of tensors ----
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+  # contiguous: otherwise the normalisation is recomputed inside every matmul that reads it
+  return (x * (x.square().mean(-1, keepdim=True) + eps).rsqrt() * weight).contiguous()
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+  # weight is (out, in) like torch; contiguous_backward materialises the incoming gradient once for both its matmuls
+  y = x @ weight.T
+  return (y if bias is None else y + bias).contiguous_backward()
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+  """Rotate channel pairs (2j, 2j+1) of x (B, T, heads, head_dim) by the angles of positions T (cos/sin: (T, head_dim/2))."""
+  pairs = x.reshape(*x.shape[:-1], -1, 2)
+  xr, xi = pairs[..., 0], pairs[..., 1]
+  cos, sin = cos.reshape(1, cos.shape[0], 1, -1), sin.reshape(1, sin.shape[0], 1, -1)
+  return Tensor.stack(xr * cos - xi * sin, xr * sin + xi * cos, dim=-1).flatten(3).contiguous()
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float) -> Tensor:
+  """softmax(q k^T / sqrt(head_dim) + mask) v for q (B, H, Tq, hd) and k, v (B, H, Tk, hd); mask (Tq, Tk) of 0 / -inf."""
+  scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
+  if mask is not None: scores = scores + mask
+  return scores.softmax(-1).dropout(dropout) @ v
+
+def causal_mask(T: int) -> Tensor: return Tensor.full((T, T), float("-inf")).triu(1)
+
+class Transformer:
+  def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16):
+    validate(args)
+    if not isinstance(pad_to, int) or pad_to < 1: raise UserError(f"pad_to={pad_to!r}: expected a positive integer")
+    self.args, self.pad_to = args, pad_to
+    self.padded_vocab, self.padded_hidden = round_up(args.vocab_size, pad_to), round_up(args.hidden_size, pad_to)
+    self.shapes = param_shapes(args, args.vocab_size, args.hidden_size)
+    padded = param_shapes(args, self.padded_vocab, self.padded_hidden)
+    rng = np.random.default_rng(seed)
+    self.weights = {n: Tensor(pad_array(init_value(n, s, args.n_layers, rng), padded[n]))
+                    for n, s in self.shapes.items()}
+    cos, sin = rope_tables(args.head_dim, args.max_seq_len)
+    self.freqs_cos, self.freqs_sin = Tensor(cos), Tensor(sin)
+
+  # ---- forward ----
+
+  def __call__(self, tokens: Tensor) -> Tensor:
+    """(B, T) token ids -> (B, T, vocab_size) float32 logits. Dropout applies only under tinygrad's TRAINING context."""
+    a, w = self.args, self.weights
+    T = tokens.shape[1]
+    if T > a.max_seq_len: raise UserError(f"sequence of {T} tokens is longer than max_seq_len={a.max_seq_len}")
+    h = embed(w["tok_embeddings.weight"], tokens).dropout(a.dropout)
+    cos, sin, mask = self.freqs_cos[:T], self.freqs_sin[:T], causal_mask(T)
+    for i in range(a.n_layers):
+      h = h + self.attention(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin, mask)
+      h = h + self.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
+    return self.logits(rms_norm(h, w["norm.weight"], a.norm_eps))
+
+  def qkv(self, i: int, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Layer i's rotated queries and keys, and values, as (B, heads, T, head_dim); kv heads are not yet repeated."""
+    a, p = self.args, f"layers.{i}.attention."
+    B, T, _ = x.shape
+    q = linear(x, self.weights[p+"wq.weight"]).reshape(B, T, a.n_heads, a.head_dim)
+    k = linear(x, self.weights[p+"wk.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
+    v = linear(x, self.weights[p+"wv.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
+    return rope(q, cos, sin).transpose(1, 2), rope(k, cos, sin).transpose(1, 2), v.transpose(1, 2)
+
+  def attention(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
+    q, k, v = self.qkv(i, x, cos, sin)
+    return self.attention_out(i, q, k, v, mask)
+
+  def attention_out(self, i: int, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """Attend q to k, v (a KV cache can pass its full k, v here), merge heads, project with wo, residual dropout."""
+    a = self.args
+    rep = a.n_heads // a.kv_heads  # grouped-query attention: each kv head serves `rep` consecutive query heads
+    if rep > 1: k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+    B, _, T, _ = q.shape
+    out = attend(q, k, v, mask, a.dropout).transpose(1, 2).reshape(B, T, a.dim).contiguous()
+    return linear(out, self.weights[f"layers.{i}.attention.wo.weight"]).dropout(a.dropout)
+
+  def feed_forward(self, i: int, x: Tensor) -> Tensor:
+    w, p = self.weights, f"layers.{i}.feed_forward."
+    gate = linear(x, w[p+"w1.weight"], w.get(p+"w1.bias")).silu()
+    return linear((gate * linear(x, w[p+"w3.weight"])).contiguous(), w[p+"w2.weight"]).dropout(self.args.dropout)
+
+  def logits(self, h: Tensor) -> Tensor:
+    a, w = self.args, self.weights
+    E = w["tok_embeddings.weight"]
+    if a.unembedding == "pinv":
+      from tinystory.pinv import pinv
+      # pinv of the logical rows only: appended zero rows would make E E^T singular when vocab < dim
+      return linear(h, pinv(E[:a.vocab_size]).T)
+    return linear(h, E if a.unembedding == "tied" else w["output.weight"])[..., :a.vocab_size]
+
+  # ---- parameters ----
+
+  def parameters(self) -> list[Tensor]:
+    """The trainable (padded) tensors, in llama2.c's order."""
+    return list(self.weights.values())
+
+  def param_groups(self) -> tuple[list[Tensor], list[Tensor]]:
+    """(decay, no_decay) as llama2.c's configure_optimizers: tensors of 2+ dims decay, biases and norm weights do not."""
+    decay = [t for t in self.weights.values() if t.ndim >= 2]
+    return decay, [t for t in self.weights.values() if t.ndim < 2]
+
+  def num_params(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((n_tensors, n_params) decayed, (n_tensors, n_params) not decayed), logical sizes (padding not counted)."""
+    decay = [math.prod(s) for s in self.shapes.values() if len(s) >= 2]
+    no_decay = [math.prod(s) for s in self.shapes.values() if len(s) < 2]
+    return (len(decay), sum(decay)), (len(no_decay), sum(no_decay))
+
+  def state_dict(self) -> dict[str, Tensor]:
+    """llama2.c's names and logical shapes, in model order (lazy slices of the padded weights)."""
+    return {n: self.weights[n].shrink(tuple((0, d) for d in s)) for n, s in self.shapes.items()}
+
+  def load_state_dict(self, sd: dict[str, Tensor | np.ndarray]) -> None:
+    """Copy weights in by llama2.c's names. A tied checkpoint's `output.weight` (llama2.c saves the shared tensor under
+    both names) is accepted when it equals tok_embeddings.weight."""
+    sd = {n: v.numpy() if isinstance(v, Tensor) else np.asarray(v) for n, v in sd.items()}
+    if "output.weight" in sd and "output.weight" not in self.shapes and "tok_embeddings.weight" in sd:
+      if not np.array_equal(sd["output.weight"], sd["tok_embeddings.weight"]):
+        raise UserError(f"state dict has an output.weight that differs from tok_embeddings.weight, but "
+                        f"unembedding={self.args.unembedding!r} has no separate output matrix")
+      del sd["output.weight"]
+    if missing := [n for n in self.shapes if n not in sd]: raise UserError(f"state dict lacks {', '.join(missing)}")
+    if unknown := [n for n in sd if n not in self.shapes]: raise UserError(f"state dict has unknown {', '.join(unknown)}")
+    for n, s in self.shapes.items():
+      if sd[n].shape != s: raise UserError(f"state dict {n} has shape {list(sd[n].shape)}, expected {list(s)}")
+    for n, t in self.weights.items(): t.assign(Tensor(pad_array(sd[n].astype(np.float32), t.shape))).realize()
+
+def embed(E: Tensor, tokens: Tensor) -> Tensor:
+  """Rows of E for each token; as a one-hot matmul so the backward is a matmul too."""
+  return tokens.one_hot(E.shape[0]).cast(E.dtype) @ E
+
+def pad_array(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+  return np.pad(x, [(0, p - s) for s, p in zip(x.shape, shape)])

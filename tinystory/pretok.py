@@ -1,0 +1,260 @@
+"""Pretokenized shards, llama2.c style, and the batches served from them.
+
+`prepare` encodes every story with BOS in front (no EOS), concatenates the ids into uint16 files DIR/shard_0000.bin,
+... and writes DIR/meta.json last. Shard 0 is the validation split: the first `val_fraction` of the stories (at least
+one; default 2%, as llama2.c holds out the first of the hub's 50 shards); the others are train, a new one begun once
+a shard reaches `shard_tokens`, always at a story boundary. Re-running with the same sources (by content), tokenizer
+and options reuses the shards. BPE encoding runs on every core; char encoding, a table lookup, in this process.
+
+`PretokDataset` is llama2.c's PretokDataset + DataLoader: each epoch shuffles the order of the split's shards, each
+shard is cut into windows of max_seq_len+1 tokens starting at multiples of max_seq_len (the last partial one
+dropped), shuffled, and batch_size consecutive windows make one (x, y) batch, y being x shifted by one token.
+"""
+import collections, json, multiprocessing, os, random
+from pathlib import Path
+from typing import Callable, Iterator
+import numpy as np
+from tinystory import UserError
+from tinystory.data import ENCODING_ERRORS, describe_sources, expand_sources, iter_stories
+from tinystory.log import log
+
+FORMAT = 1
+VAL_FRACTION = 0.02
+SHARD_TOKENS = 1 << 24  # 32 MiB of uint16: the full TinyStories with a char vocabulary makes about 110 shards
+CHUNK_STORIES = 256     # stories per task sent to an encoding worker
+
+def _shard_name(i: int) -> str: return f"shard_{i:04d}.bin"
+
+def _write_json(path: Path, obj) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(obj, indent=1) + "\n")
+  os.replace(tmp, path)
+
+# ---- encoding, on every core ----
+
+_worker_tok = None
+
+def _init_worker(tokenizer_path: str) -> None:
+  global _worker_tok
+  from tinystory.tokenizer import load_tokenizer
+  _worker_tok = load_tokenizer(tokenizer_path)
+
+def _encode_chunk(stories: list[str]) -> tuple[np.ndarray, np.ndarray]:
+  """The ids of the stories concatenated, each with BOS first, and each story's length in tokens."""
+  ids = [_worker_tok.encode_array(s, bos=True) for s in stories]
+  return np.concatenate(ids), np.array([len(a) for a in ids], np.int64)
+
+def _chunks(stories: Iterator[str], n_val: int) -> Iterator[list[str]]:
+  """Lists of up to CHUNK_STORIES stories, one ending exactly at the val/train boundary."""
+  chunk, seen = [], 0
+  for s in stories:
+    chunk.append(s)
+    seen += 1
+    if len(chunk) == CHUNK_STORIES or seen == n_val:
+      yield chunk
+      chunk = []
+  if chunk: yield chunk
+
+def _encoded(chunks: Iterator[list[str]], tokenizer_path: Path, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """_encode_chunk of every chunk, in order. A pool with a bounded queue, since Pool.imap would read the whole corpus
+  into memory ahead of the workers."""
+  if workers <= 1:
+    _init_worker(str(tokenizer_path))
+    yield from map(_encode_chunk, chunks)
+    return
+  with multiprocessing.Pool(workers, _init_worker, (str(tokenizer_path),)) as pool:
+    pending = collections.deque()
+    for chunk in chunks:
+      pending.append(pool.apply_async(_encode_chunk, (chunk,)))
+      if len(pending) >= 2 * workers: yield pending.popleft().get()
+    while pending: yield pending.popleft().get()
+
+class _ShardWriter:
+  """Appends encoded stories to shard files, each written to a .tmp and renamed into place when complete."""
+  def __init__(self, out: Path, shard_tokens: int):
+    self.out, self.shard_tokens, self.shards, self.f = out, shard_tokens, [], None
+
+  def _open(self) -> None:
+    self.shards.append({"file": _shard_name(len(self.shards)), "tokens": 0, "stories": 0})
+    self.f = open(self.out / (self.shards[-1]["file"] + ".tmp"), "wb")
+
+  def close(self) -> None:
+    if self.f is None: return
+    self.f.close()
+    os.replace(self.f.name, self.out / self.shards[-1]["file"])
+    self.f = None
+
+  def abort(self) -> None:
+    if self.f is None: return
+    self.f.close()
+    os.unlink(self.f.name)
+    self.f = None
+
+  def add(self, ids: np.ndarray, lengths: np.ndarray, val: bool) -> None:
+    if self.f is None or (not val and len(self.shards) == 1):  # the val shard, then train from shard 1
+      self.close()
+      self._open()
+    start = end = 0  # ids[start:end]: counted in the current shard, not yet written
+    for n in lengths.tolist():
+      if not val and self.shards[-1]["tokens"] >= self.shard_tokens:  # full: begin the next one at this story
+        self.f.write(ids[start:end].tobytes())
+        start = end
+        self.close()
+        self._open()
+      self.shards[-1]["tokens"] += n
+      self.shards[-1]["stories"] += 1
+      end += n
+    self.f.write(ids[start:end].tobytes())
+
+# ---- prepare ----
+
+def _inputs(meta: dict) -> list:
+  """What the shards are a function of: equal inputs, equal shards."""
+  return [meta["format"], [s["sha256"] for s in meta["sources"]], meta["tokenizer_sha256"], meta["val_fraction"],
+          meta["shard_tokens"], meta["encoding_errors"]]
+
+def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = VAL_FRACTION,
+            shard_tokens: int = SHARD_TOKENS, errors: str = "strict", workers: int | None = None,
+            progress: Callable[[int, int], None] | None = None) -> dict:
+  """Encode the stories of `sources` into shards in out_dir (see the module docstring) and return its meta.
+  `progress(stories_done, stories_total)` is called as chunks are written."""
+  from tinystory.tokenizer import load_tokenizer
+  if not 0 < val_fraction < 1: raise UserError(f"val fraction {val_fraction}: expected a number between 0 and 1")
+  if shard_tokens < 1: raise UserError(f"shard tokens {shard_tokens}: expected a positive number of tokens")
+  if errors not in ENCODING_ERRORS: raise UserError(f"encoding errors {errors!r}: expected one of {', '.join(ENCODING_ERRORS)}")
+  out, tok, sources = Path(out_dir), load_tokenizer(tokenizer_path), expand_sources(sources)  # read 3 times below
+  if out.exists() and not out.is_dir(): raise UserError(f"--out {out} is a file, expected a directory")
+  meta = {"format": FORMAT, "sources": describe_sources(sources), "tokenizer_path": str(Path(tokenizer_path).resolve()),
+          "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size, "bos_id": tok.bos_id,
+          "val_fraction": val_fraction, "shard_tokens": shard_tokens, "encoding_errors": errors}
+  try: old = load_meta(out) if (out / "meta.json").is_file() else None
+  except UserError: old = None  # damaged: rebuild
+  if old is not None and _inputs(old) == _inputs(meta):
+    log(f"{out} already holds these shards (same sources, tokenizer and options): reusing them")
+    return old
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "meta.json").unlink(missing_ok=True)  # until the new meta lands, the directory is not prepared
+  total = sum(1 for _ in iter_stories(sources, errors))  # a first pass, to size the val split
+  if total < 2: raise UserError(f"data {' '.join(map(str, sources))}: {total} stories, need at least 2 (1 val + 1 train)")
+  n_val = min(total - 1, max(1, round(val_fraction * total)))
+  if workers is None:  # char encoding is one numpy lookup, cheaper than shipping the text to a worker (measured)
+    workers = (os.cpu_count() or 1) if tok.kind == "bpe" and total > 4 * CHUNK_STORIES else 1
+  writer, done = _ShardWriter(out, shard_tokens), 0
+  try:
+    for ids, lengths in _encoded(_chunks(iter_stories(sources, errors), n_val), tokenizer_path, workers):
+      writer.add(ids, lengths, val=done < n_val)
+      done += len(lengths)
+      if progress: progress(done, total)
+  except BaseException:
+    writer.abort()
+    raise
+  writer.close()
+  for stale in out.glob("shard_*.bin*"):  # from an earlier, larger build, or temp files of a killed one
+    if stale.name not in {s["file"] for s in writer.shards}: stale.unlink()
+  meta.update(stories=total, tokens=sum(s["tokens"] for s in writer.shards), shards=writer.shards)
+  _write_json(out / "meta.json", meta)
+  val = writer.shards[0]
+  log(f"{out}: {total:,} stories, {meta['tokens']:,} tokens in {len(writer.shards)} shards; "
+      f"val = {val['file']} ({val['stories']:,} stories, {val['tokens']:,} tokens)")
+  return meta
+
+def load_meta(shard_dir) -> dict:
+  """The meta.json of a prepared directory, its shard files checked to exist with the sizes it says."""
+  path = Path(shard_dir) / "meta.json"
+  if not path.is_file():
+    raise UserError(f"{shard_dir} is not a prepared shard directory (no meta.json); make one with "
+                    f"`python cli.py data prepare --out {shard_dir} ...`")
+  try: meta = json.loads(path.read_text())
+  except (ValueError, UnicodeDecodeError): raise UserError(f"{path} is not valid JSON; run data prepare again") from None
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    raise UserError(f"{path}: not shard format {FORMAT}; run data prepare again")
+  for s in meta["shards"]:
+    f = Path(shard_dir) / s["file"]
+    if not f.is_file() or f.stat().st_size != 2 * s["tokens"]:
+      raise UserError(f"{f} is missing or is not the {s['tokens']:,} tokens {path} says; run data prepare again")
+  return meta
+
+def check_tokenizer_matches(meta: dict, tok) -> None:
+  """UserError unless `tok` is the tokenizer the shards were made with."""
+  if tok.vocab_size != meta["vocab_size"]:
+    raise UserError(f"the tokenizer has vocab_size {tok.vocab_size} but the shards were made with vocab_size "
+                    f"{meta['vocab_size']} ({meta['tokenizer_path']}); use that tokenizer or prepare the data again")
+  if tok.sha256 != meta["tokenizer_sha256"]:
+    raise UserError(f"the tokenizer (sha256 {tok.sha256[:16]}) is not the one the shards were made with "
+                    f"({meta['tokenizer_path']}, sha256 {meta['tokenizer_sha256'][:16]}); use that tokenizer or prepare "
+                    f"the data again")
+
+# ---- batches ----
+
+class PretokDataset:
+  """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` ("train": shards 1.., "val":
+  shard 0) of a prepared directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able
+  cursor, and a dataset made with `state=` (or `restore`d) yields exactly the batches the original would have next."""
+  def __init__(self, shard_dir, split: str, batch_size: int, max_seq_len: int, seed: int = 42, state: dict | None = None):
+    if split not in ("train", "val"): raise UserError(f"split {split!r}: expected 'train' or 'val'")
+    if batch_size < 1 or max_seq_len < 1:
+      raise UserError(f"batch_size {batch_size} and max_seq_len {max_seq_len} must both be at least 1")
+    meta = load_meta(shard_dir)
+    self.dir, self.split, self.batch_size, self.max_seq_len, self.seed = Path(shard_dir), split, batch_size, max_seq_len, seed
+    self.shards = meta["shards"][1:] if split == "train" else meta["shards"][:1]
+    self.windows = [max(0, s["tokens"] // max_seq_len - 1) for s in self.shards]  # llama2.c drops the last partial window
+    if sum(self.windows) == 0:
+      n = sum(s["tokens"] for s in self.shards)
+      raise UserError(f"{shard_dir}: the {split} split has {n:,} tokens, too few for one window of max_seq_len+1 = "
+                      f"{max_seq_len + 1} (a shard needs at least 2*max_seq_len = {2 * max_seq_len}); prepare more "
+                      f"data{' or a larger --val-fraction' if split == 'val' else ''}, or use a smaller max_seq_len")
+    self._maps = {}
+    self.rng = random.Random(seed)
+    log(f"Created a PretokDataset with rng seed {seed}")
+    self.order, self.epoch, self.pos, self.ixs, self.win = list(range(len(self.shards))), 0, len(self.shards) - 1, [], 0
+    self.shard_rng = self.rng.getstate()  # before the current shard's windows were shuffled: enough to redo it
+    if state is not None: self.restore(state)
+
+  def _next_shard(self) -> None:
+    self.pos += 1
+    if self.pos == len(self.order):  # a new epoch: shuffle the shard order in place, as llama2.c does
+      self.rng.shuffle(self.order)
+      self.pos, self.epoch = 0, self.epoch + 1
+    self._shuffle_windows()
+
+  def _shuffle_windows(self) -> None:
+    self.shard_rng = self.rng.getstate()
+    self.ixs, self.win = list(range(self.windows[self.order[self.pos]])), 0
+    self.rng.shuffle(self.ixs)
+
+  def _window(self) -> np.ndarray:
+    while self.win == len(self.ixs): self._next_shard()
+    i = self.order[self.pos]
+    if i not in self._maps: self._maps[i] = np.memmap(self.dir / self.shards[i]["file"], dtype=np.uint16, mode="r")
+    start = self.ixs[self.win] * self.max_seq_len
+    self.win += 1
+    return self._maps[i][start:start + self.max_seq_len + 1]
+
+  def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+    chunk = np.stack([self._window() for _ in range(self.batch_size)]).astype(np.int64)
+    return np.ascontiguousarray(chunk[:, :-1]), np.ascontiguousarray(chunk[:, 1:])
+
+  def __iter__(self): return self
+  def __next__(self): return self.next_batch()
+
+  def _identity(self) -> dict:
+    return {"split": self.split, "seed": self.seed, "max_seq_len": self.max_seq_len, "windows": self.windows}
+
+  def state(self) -> dict:
+    version, internal, gauss = self.shard_rng
+    return {**self._identity(), "epoch": self.epoch, "order": list(self.order), "pos": self.pos, "window": self.win,
+            "shard_rng": [version, list(internal), gauss]}
+
+  def restore(self, state: dict) -> None:
+    if {k: state.get(k) for k in self._identity()} != self._identity():
+      raise UserError(f"the data state (split {state.get('split')!r}, seed {state.get('seed')}, max_seq_len "
+                      f"{state.get('max_seq_len')}) was saved over other settings or shards than these (split "
+                      f"{self.split!r}, seed {self.seed}, max_seq_len {self.max_seq_len}, {self.dir}); resume with the ones "
+                      f"it was saved with")
+    version, internal, gauss = state["shard_rng"]
+    self.rng.setstate((version, tuple(internal), gauss))
+    self.shard_rng = self.rng.getstate()
+    self.epoch, self.order, self.pos, self.ixs, self.win = state["epoch"], list(state["order"]), state["pos"], [], 0
+    if self.epoch > 0:  # redo the current shard's shuffle from the rng state it started with
+      self._shuffle_windows()
+      self.win = state["window"]

@@ -1,0 +1,296 @@
+"""Sampling: llama2.c's sample.py with a KV cache, streamed token by token.
+
+Semantics are llama2.c's `model.generate`: the prompt is encoded with BOS first (an empty prompt is BOS alone), and
+every next token is drawn from the logits of the last `max_seq_len` tokens, RoPE positions counted from the start of
+that window. Output = the prompt's text, then each token's bytes as it is drawn (an incremental UTF-8 decoder holds
+back a character split over several BPE tokens), then a line of dashes after each sample. A generated BOS starts a
+new story: it is written as a blank line. The other specials write nothing (<unk> writes '⁇').
+
+The cache holds each layer's keys and values, (2, 1, kv_heads, max_seq_len, head_dim), and one TinyJit-compiled step
+of fixed shapes serves every position: the host passes the token's embedding row, its position's RoPE row, a one-hot
+cache slot and the attention mask row in one small input buffer. While the sequence fits the context, a token costs one
+step. Once it does not, the window slides, and since every hidden state depends on the window's first token nothing in
+the cache survives: the window is recomputed (one batched prefill, then the step). With `slide` = 1 (llama2.c) that is
+a recompute per token, exactly llama2.c's crop; `slide` = s > 1 drops the s oldest tokens at once and then decodes s
+tokens from the cache, so the model sees max_seq_len - s + 1 to max_seq_len tokens (faster, not llama2.c's output).
+"""
+import codecs, time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+import numpy as np
+from tinystory import UserError
+from tinystory.log import log
+
+@dataclass
+class SampleConfig:
+  # llama2.c's sample.py options, in its order, and its defaults
+  checkpoint: str = ""      # a run dir or checkpoint dir (or a file in it); "": the newest checkpoint under runs/
+  start: str = ""           # the prompt; "FILE:path" reads it from a file; "": start from BOS alone
+  num_samples: int = 1
+  max_new_tokens: int = 100
+  temperature: float = 1.0  # 0: greedy (argmax)
+  top_k: int = 300          # keep the k most likely tokens
+  top_p: float = 1.0        # then the fewest tokens whose probability reaches p (nucleus); 1: all
+  tokenizer: str = ""       # "": the tokenizer saved with the run
+  seed: int = 1337
+  device: str = "cpu"
+  compile: bool = True      # TinyJit-compiled step and prefill; False runs them eagerly (same numbers, slower)
+  slide: int = 1            # tokens dropped at once when the context is full; 1 is llama2.c's exact crop
+
+def validate(cfg: SampleConfig) -> None:
+  def need(ok, msg):
+    if not ok: raise UserError(msg)
+  for k in ("num_samples", "max_new_tokens", "top_k", "slide"):
+    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  need(np.isfinite(cfg.temperature) and cfg.temperature >= 0, f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
+  need(0 < cfg.top_p <= 1, f"--top_p must be in (0, 1] (1 keeps every token), got {cfg.top_p}")
+
+# *** the sampler: numpy on the host ***
+
+def token_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float = 1.0) -> np.ndarray:
+  """The distribution the next token is drawn from: softmax(logits / temperature) over the top_k most likely tokens
+  (exactly k; ties go to the lower id), cut to the fewest most likely whose probability reaches top_p, renormalised.
+  temperature 0: all mass on the argmax."""
+  probs = np.zeros(len(logits))
+  order = np.argsort(-logits, kind="stable")[:top_k]  # most likely first
+  if temperature == 0:
+    probs[order[0]] = 1.0
+    return probs
+  z = logits[order].astype(np.float64) / temperature
+  p = np.exp(z - z[0])
+  p /= p.sum()
+  if top_p < 1: p = p[:np.searchsorted(np.cumsum(p), top_p) + 1]  # the first index whose cumulative sum reaches top_p
+  probs[order[:len(p)]] = p / p.sum()
+  return probs
+
+def sample_token(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
+  """One token id drawn from token_probs with one uniform of `rng` (greedy draws none)."""
+  if not np.isfinite(logits).all(): raise UserError("the model's logits are not finite (NaN or inf): the checkpoint is broken")
+  if temperature == 0: return int(np.argmax(logits))
+  c = np.cumsum(token_probs(logits, temperature, top_k, top_p))
+  return int(np.searchsorted(c, rng.random() * c[-1], side="right"))
+
+# *** the model behind a KV cache ***
+
+def host_view(t):
+  """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else None.
+  The device must be idle while the host touches it: every step ends by reading its output, which synchronises."""
+  buf = t.uop.buffer
+  if not hasattr(buf.allocator, "_as_buffer"): return None
+  return np.frombuffer(buf.as_memoryview(force_zero_copy=True), np.float32).reshape(t.shape)
+
+class CachedDecoder:
+  """`next_logits(seq)` = the model's logits after the last max_seq_len tokens of `seq`, as llama2.c's generate
+  computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
+  the previous call's `seq`; `reset()` before an unrelated one."""
+  def __init__(self, model, compile: bool = True, slide: int = 1):
+    from tinygrad import Tensor, TinyJit
+    a, L = model.args, model.args.max_seq_len
+    if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
+    self.model, self.L, self.slide = model, L, slide
+    self.kv = [Tensor.zeros(2, 1, a.kv_heads, L, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
+    # logits = h @ unembed; the model's logits of the identity are that matrix exactly (x*1 and +0 are exact), so a
+    # pinv unembedding is inverted once here instead of once per token
+    self.unembed = model.logits(Tensor.eye(a.dim)).contiguous().realize()
+    # host tables that make each step's input: embedding rows, RoPE rows, cache slots, causal mask rows
+    self.emb = model.weights["tok_embeddings.weight"].numpy()
+    half = a.head_dim // 2
+    self.rows = np.concatenate([model.freqs_cos.numpy(), model.freqs_sin.numpy(), np.eye(L, dtype=np.float32),
+                                np.triu(np.full((L, L), -np.inf, np.float32), 1)], axis=1)
+    self.sizes = [a.dim, half, half, L, L]
+    self.step_in = Tensor.zeros(1, sum(self.sizes)).contiguous().realize()
+    self.fill_in = Tensor.zeros(L, a.dim).contiguous().realize()
+    self.step_view, self.fill_view = host_view(self.step_in), host_view(self.fill_in)
+    self._step = TinyJit(self.step_graph) if compile else self.step_graph
+    self._fill = TinyJit(self.fill_graph) if compile else self.fill_graph
+    self.reset()
+
+  def reset(self) -> None: self.start, self.n = 0, 0  # the cache holds the K/V of seq[start:start+n], positions 0..n-1
+
+  def next_logits(self, seq: list[int]) -> np.ndarray:
+    if len(seq) - self.start > self.L:  # the window slides: the cache is stale, recompute it for the new window
+      self.start, self.n = len(seq) - (self.L if self.n == 0 else self.L - self.slide + 1), 0
+    todo = seq[self.start + self.n:]
+    if not todo: raise ValueError("next_logits needs a token the cache has not seen")
+    if self.n == 0 and len(todo) > 1: self.prefill(todo[:-1])
+    else:
+      for t in todo[:-1]: self.step(t)
+    return self.step(todo[-1])
+
+  def step(self, token: int) -> np.ndarray:
+    """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
+    self.upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
+    out = self._step(self.step_in)
+    self.n += 1
+    return read(out)[:self.model.args.vocab_size]
+
+  def prefill(self, tokens: list[int]) -> None:
+    """Fill the cache with tokens at positions 0..len-1 in one batched forward, padded to max_seq_len rows: one
+    compiled shape (and an even one: tinygrad's CPU kernels are slow on odd sizes). The padding's K/V land in slots
+    that the mask hides until a step overwrites them."""
+    rows = np.zeros(self.fill_in.shape, np.float32)
+    rows[:len(tokens)] = self.emb[tokens]
+    self.upload(self.fill_in, self.fill_view, rows)
+    self._fill(self.fill_in)
+    self.n = len(tokens)
+
+  @staticmethod
+  def upload(t, view, arr: np.ndarray) -> None:
+    from tinygrad import Tensor
+    if view is not None: view[:] = arr
+    else: t.assign(Tensor(arr, device=t.device)).realize()
+
+  # the graphs (TinyJit captures them on their second call and replays the kernels after that)
+
+  def step_graph(self, inp):
+    from tinystory.model import rms_norm
+    from tinygrad import Tensor
+    m, a, w, L = self.model, self.model.args, self.model.weights, self.L
+    emb, cos, sin, slot, mask = inp.split(self.sizes, dim=1)
+    h, slot = emb.reshape(1, 1, a.dim), slot.reshape(1, 1, 1, L, 1) > 0
+    for i in range(a.n_layers):
+      q, k, v = m.qkv(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin)
+      kv = self.kv[i].assign(slot.where(Tensor.stack(k, v), self.kv[i]))
+      h = h + m.attention_out(i, q, kv[0], kv[1], mask)
+      h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
+    return (rms_norm(h, w["norm.weight"], a.norm_eps) @ self.unembed).reshape(-1).realize()
+
+  def fill_graph(self, inp):
+    from tinystory.model import rms_norm, causal_mask
+    from tinygrad import Tensor
+    m, a, w, L = self.model, self.model.args, self.model.weights, self.L
+    h, cos, sin, mask = inp.reshape(1, L, a.dim), m.freqs_cos, m.freqs_sin, causal_mask(L)
+    for i in range(a.n_layers):
+      q, k, v = m.qkv(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin)
+      self.kv[i].assign(Tensor.stack(k, v))
+      if i == a.n_layers - 1: break  # the last layer's outputs only matter at the step's position
+      h = h + m.attention_out(i, q, k, v, mask)
+      h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
+    Tensor.realize(*self.kv)
+
+def read(out) -> np.ndarray:
+  """A copy of a realized tensor's values (zero-copy on CPU: after synchronising, straight from its memory)."""
+  from tinygrad import Device
+  buf = out.uop.buffer
+  if not hasattr(buf.allocator, "_as_buffer"): return out.numpy()
+  Device[buf.device].synchronize()
+  return np.frombuffer(buf.as_memoryview(force_zero_copy=True, no_sync=True), np.float32).copy()
+
+def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int, pick: Callable[[np.ndarray], int]) -> Iterator[int]:
+  """llama2.c's generate: yield max_new_tokens ids, each `pick`ed from the logits after the sequence so far."""
+  seq = list(prompt)
+  decoder.reset()
+  for _ in range(max_new_tokens):
+    seq.append(pick(decoder.next_logits(seq)))
+    yield seq[-1]
+
+# *** streaming text ***
+
+class TextStream:
+  """Writes token ids as text as they come: bytes through an incremental UTF-8 decoder, so a character split over
+  several tokens is written whole once its last byte arrives; a BOS (a new story) is written as a blank line."""
+  def __init__(self, tok, write: Callable[[str], None]):
+    self.tok, self.write, self.utf8 = tok, write, codecs.getincrementaldecoder("utf-8")("replace")
+  def put(self, token: int) -> None:
+    text = self.utf8.decode(self.tok.token_bytes(token))
+    if token == self.tok.bos_id: text += self.utf8.decode(b"", final=True) + "\n\n"
+    if text: self.write(text)
+  def end(self) -> None:
+    if text := self.utf8.decode(b"", final=True): self.write(text)  # an unfinished character becomes U+FFFD
+
+# *** loading ***
+
+def newest_checkpoint(runs_dir: Path) -> Path:
+  from tinystory.train import find_checkpoint
+  found = []
+  for d in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
+    try: found.append(find_checkpoint(d))
+    except UserError: pass
+  if not found:
+    raise UserError(f"no checkpoint under {runs_dir}: train a model first (python cli.py train ...) or pass --checkpoint")
+  return max(found, key=lambda ck: (ck / "ckpt.json").stat().st_mtime)
+
+def resolve_checkpoint(path: str) -> Path:
+  """The checkpoint dir for --checkpoint: a run dir, a checkpoint dir or a file in one, or a run name under runs/."""
+  from tinystory.train import RUNS_DIR, find_checkpoint
+  if not path: return newest_checkpoint(RUNS_DIR)
+  p = Path(path)
+  if not p.exists() and not p.is_absolute() and (RUNS_DIR / p).exists(): p = RUNS_DIR / p
+  if not p.exists(): raise UserError(f"--checkpoint={path}: no such file or directory (give a run dir such as runs/out)")
+  return find_checkpoint(p.parent if p.is_file() else p)
+
+def load_model(ck: Path):
+  """(model, weights as numpy) from a checkpoint dir; every problem is a UserError naming it."""
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import load_checkpoint
+  meta, weights, _ = load_checkpoint(ck)
+  if not isinstance(meta["model_args"], dict): raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args is not an object")
+  try: args = ModelArgs(**meta["model_args"])
+  except TypeError as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
+  model = Transformer(args)
+  try: model.load_state_dict(weights)
+  except UserError as e: raise UserError(f"checkpoint {ck}: {e}") from None
+  return model, meta
+
+def load_prompt(start: str, tok) -> list[int]:
+  """BOS and the ids of --start (or of the file after 'FILE:'); characters the tokenizer lacks are an error, not <unk>."""
+  what = "--start"
+  if start.startswith("FILE:"):
+    what = start[5:]
+    try: start = Path(what).read_text(encoding="utf-8")
+    except OSError as e: raise UserError(f"cannot read --start file {what}: {e.strerror}") from None
+    except UnicodeDecodeError as e: raise UserError(f"--start file {what} is not UTF-8 (byte {e.start})") from None
+  ids = tok.encode(start, bos=True)
+  if tok.unk_id in ids[1:]:  # only char vocabularies have unknowns; their ids are one per character
+    unknown = sorted({c for c, i in zip(start, ids[1:]) if i == tok.unk_id})
+    raise UserError(f"{what} has characters the tokenizer does not know: {' '.join(map(repr, unknown))}")
+  return ids
+
+def state_dict_lines(model) -> list[str]:
+  """llama2.c's state dict, name and shape, in model order; a tied or pinv model still has llama2.c's output.weight."""
+  shapes = dict(model.shapes)
+  shapes.setdefault("output.weight", shapes["tok_embeddings.weight"])
+  return [f"{n} {list(s)}" for n, s in shapes.items()]
+
+# *** the command ***
+
+def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambda s: None, preamble: bool = True) -> dict:
+  """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
+  num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
+  from tinystory.tokenizer import load_tokenizer
+  from tinystory.train import set_device
+  validate(cfg)
+  if preamble:
+    for k, v in overrides: log(f"Overriding: {k} = {v}")
+  set_device(cfg.device)
+  ck = resolve_checkpoint(cfg.checkpoint)
+  model, meta = load_model(ck)
+  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
+  tok_path = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer.tok"
+  if not cfg.tokenizer and not tok_path.is_file():
+    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
+  tok = load_tokenizer(tok_path)
+  if tok.vocab_size != model.args.vocab_size:
+    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
+                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
+  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
+    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
+  prompt = load_prompt(cfg.start, tok)
+  if preamble:
+    log(repr(model.args))
+    for line in state_dict_lines(model): log(line)
+  decoder = CachedDecoder(model, cfg.compile, cfg.slide)
+  rng = np.random.default_rng(cfg.seed)
+  def pick(logits): return sample_token(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+  samples, t0 = [], time.perf_counter()
+  for _ in range(cfg.num_samples):
+    write(tok.decode(prompt))
+    stream = TextStream(tok, write)
+    samples.append([])
+    for t in generate(decoder, prompt, cfg.max_new_tokens, pick):
+      samples[-1].append(t)
+      stream.put(t)
+    stream.end()
+    write("\n---------------\n")
+  return {"samples": samples, "tokens": sum(map(len, samples)), "seconds": time.perf_counter() - t0}

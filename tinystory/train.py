@@ -1,0 +1,421 @@
+"""Training: llama2.c's train.py loop in tinygrad, with exact resume and a complete run record.
+
+A run lives in one directory (`runs/<out_dir>`): train.log (everything printed, verbatim), metrics.jsonl (one JSON
+object per iteration and per eval), config.json (resolved options, data, tokenizer, versions, command lines),
+tokenizer.tok (a copy) and ckpt/ (the checkpoint: model.safetensors, optimizer.safetensors, ckpt.json).
+"""
+import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+from tinystory import UserError, __version__
+from tinystory.log import log, log_to_file, stop_logging_to
+
+RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
+
+@dataclass
+class TrainConfig:
+  # I/O
+  out_dir: str = "out"                 # relative to runs/ unless absolute
+  eval_interval: int = 5000
+  log_interval: int = 1
+  eval_iters: int = 100
+  eval_only: bool = False              # exit right after the first eval
+  always_save_checkpoint: bool = False # save after every eval, not only when val loss improves
+  init_from: str = "scratch"           # 'scratch' or 'resume'
+  # data
+  data: str = "synthetic"              # prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated
+  tokenizer: str = "char"              # a tokenizer file, or 'char'/'bpe' to fit one on the data on the fly
+  batch_size: int = 64                 # micro-batch size when gradient_accumulation_steps > 1
+  max_seq_len: int = 128
+  vocab_source: str = "custom"         # only 'custom': Meta's Llama 2 tokenizer cannot be fetched here
+  vocab_size: int = 0                  # 0: the tokenizer's; otherwise it must agree with the tokenizer
+  # model (the seed's; ModelArgs names)
+  dim: int = 128
+  n_layers: int = 4
+  n_heads: int = 16
+  n_kv_heads: int = 16
+  multiple_of: int = 1
+  dropout: float = 0.15
+  ffn_bias: bool = True
+  unembedding: str = "pinv"            # pinv | tied | untied
+  # adamw optimizer
+  gradient_accumulation_steps: int = 1
+  learning_rate: float = 3e-4
+  max_iters: int = 100000
+  weight_decay: float = 0.1
+  beta1: float = 0.9
+  beta2: float = 0.99
+  grad_clip: float = 1.0               # clip gradients at this global norm; 0 disables
+  # learning rate schedule
+  decay_lr: bool = True
+  warmup_iters: int = 2500
+  lr_decay_iters: int = 0              # 0: max_iters
+  min_lr: float = 0.0
+  # system
+  device: str = "cpu"                  # cpu | cuda | metal | amd (tinygrad devices)
+  dtype: str = "float32"               # float32 | bfloat16 | float16
+  compile: bool = True                 # TinyJit-compiled steps; False runs eagerly (same numbers, slower)
+  seed: int = 1337                     # model init and dropout
+  peak_flops: float = 0.0              # for mfu; 0: 3e11 on cpu (this project's reference CPU), 312e12 elsewhere (A100 bf16)
+
+def run_dir(cfg: TrainConfig) -> Path: return Path(cfg.out_dir) if os.path.isabs(cfg.out_dir) else RUNS_DIR / cfg.out_dir
+
+def validate(cfg: TrainConfig) -> None:
+  def need(ok, msg):
+    if not ok: raise UserError(msg)
+  for k in ("eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps"):
+    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
+    need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
+  for k in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
+    need(getattr(cfg, k) >= 0 and math.isfinite(getattr(cfg, k)), f"--{k} must be a finite number >= 0, got {getattr(cfg, k)}")
+  for k in ("beta1", "beta2"): need(0 <= getattr(cfg, k) < 1, f"--{k} must be in [0, 1), got {getattr(cfg, k)}")
+  need(cfg.init_from in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+  need(cfg.vocab_source == "custom", f"--vocab_source={cfg.vocab_source!r} is not available: only 'custom' (a tokenizer "
+       "fitted with `tokenizer fit` or on the fly); Meta's Llama 2 tokenizer cannot be downloaded by this project")
+  need(cfg.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
+  need(cfg.min_lr <= cfg.learning_rate, f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
+
+# *** learning rate, optimizer ***
+
+def get_lr(it: int, cfg: TrainConfig) -> float:
+  """llama2.c's schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters, min_lr after."""
+  if not cfg.decay_lr: return cfg.learning_rate
+  decay_iters = cfg.lr_decay_iters or cfg.max_iters
+  if it < cfg.warmup_iters: return cfg.learning_rate * it / cfg.warmup_iters
+  if it > decay_iters: return cfg.min_lr
+  ratio = (it - cfg.warmup_iters) / max(decay_iters - cfg.warmup_iters, 1)
+  return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+def adamw_update(params, grads, exp_avg, exp_avg_sq, decays, lr, step, beta1, beta2, grad_clip, eps=1e-8):
+  """One torch.optim.AdamW step (after torch's clip_grad_norm_) as tinygrad ops: returns the tensors to realize.
+  `lr` and `step` are Tensors so one compiled step serves every iteration."""
+  from tinygrad import Tensor
+  if grad_clip > 0:
+    norm = Tensor.stack(*[(g.float() * g.float()).sum() for g in grads]).sum().sqrt()
+    grads = [g * (grad_clip / (norm + 1e-6)).minimum(1.0) for g in grads]
+  bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step
+  out = []
+  for p, g, m, v, wd in zip(params, grads, exp_avg, exp_avg_sq, decays):
+    m.assign(beta1 * m + (1 - beta1) * g)
+    v.assign(beta2 * v + (1 - beta2) * g * g)
+    p_decayed = p * (1 - lr * wd) if wd else p
+    p.assign((p_decayed - (lr / bias1) * m / (v.sqrt() / bias2.sqrt() + eps)).cast(p.dtype))
+    out += [p, m, v]
+  return out
+
+# *** data and tokenizer ***
+
+def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
+  """(shard dir, tokenizer file) for --data/--tokenizer: prepared shards are used as they are; raw sources get a
+  tokenizer fitted (unless a file is given) and shards prepared, in a cache keyed by content (see data.cache_dir)."""
+  from tinystory import data, pretok
+  from tinystory.tokenizer import fit_tokenizer, load_tokenizer
+  sources = [s for s in cfg.data.split(",") if s]
+  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
+    shard_dir = Path(sources[0])
+    meta = pretok.load_meta(shard_dir)
+    tok_path = Path(cfg.tokenizer) if cfg.tokenizer not in ("char", "bpe") else Path(meta["tokenizer_path"])
+    pretok.check_tokenizer_matches(meta, check_vocab_size(cfg, tok_path))
+    return shard_dir, tok_path
+  key = data.sources_key(sources)
+  if cfg.tokenizer in ("char", "bpe"):
+    tok_path = data.cache_dir() / f"tok-{key[:16]}-{cfg.tokenizer}{cfg.vocab_size or ''}.tok"
+    if tok_path.is_file(): log(f"using the {cfg.tokenizer} tokenizer fitted earlier on this data: {tok_path}")
+    else:
+      if cfg.tokenizer == "bpe" and not cfg.vocab_size:
+        raise UserError("--tokenizer=bpe fits a BPE on the fly and needs --vocab_size (e.g. --vocab_size=361)")
+      log(f"fitting a {cfg.tokenizer} tokenizer on {cfg.data} -> {tok_path}")
+      fit_tokenizer(data.iter_stories(sources), cfg.tokenizer, cfg.vocab_size or None).save(tok_path)
+  else:
+    tok_path = Path(cfg.tokenizer)
+  tok = check_vocab_size(cfg, tok_path)
+  shard_dir = data.cache_dir() / f"shards-{key[:16]}-{tok.sha256[:12]}"
+  log(f"preparing shards of {cfg.data} with {tok_path} -> {shard_dir}")
+  pretok.prepare(sources, tok_path, shard_dir)
+  return shard_dir, tok_path
+
+def check_vocab_size(cfg: TrainConfig, tok_path: Path):
+  from tinystory.tokenizer import load_tokenizer
+  tok = load_tokenizer(tok_path)
+  if cfg.vocab_size and cfg.vocab_size != tok.vocab_size:
+    raise UserError(f"--vocab_size={cfg.vocab_size} disagrees with the tokenizer {tok_path}, which has "
+                    f"{tok.vocab_size} tokens: drop --vocab_size or pass a tokenizer of that size")
+  return tok
+
+# *** checkpoints ***
+
+CKPT = "ckpt"
+
+def save_checkpoint(rdir: Path, model, opt_state: dict, meta: dict) -> None:
+  """Write rdir/ckpt atomically: a complete new directory is renamed into place; the old one is kept as ckpt.prev
+  until the rename is done, so a crash at any point leaves one complete checkpoint (load_checkpoint looks at both)."""
+  from tinygrad.nn.state import safe_save
+  tmp, cur, prev = rdir / (CKPT + ".tmp"), rdir / CKPT, rdir / (CKPT + ".prev")
+  shutil.rmtree(tmp, ignore_errors=True)
+  tmp.mkdir(parents=True)
+  safe_save({n: t.contiguous() for n, t in model.state_dict().items()}, str(tmp / "model.safetensors"))
+  safe_save(opt_state, str(tmp / "optimizer.safetensors"))
+  (tmp / "ckpt.json").write_text(json.dumps(meta, indent=1))
+  for f in tmp.iterdir(): _fsync(f)
+  if cur.exists():
+    shutil.rmtree(prev, ignore_errors=True)
+    os.replace(cur, prev)
+  os.replace(tmp, cur)
+  shutil.rmtree(prev, ignore_errors=True)
+
+def _fsync(path: Path) -> None:
+  with open(path, "rb") as f: os.fsync(f.fileno())
+
+def find_checkpoint(path: Path) -> Path:
+  """The checkpoint dir for a run dir or a checkpoint dir, falling back to ckpt.prev after a crash mid-save."""
+  for p in (path, path / CKPT, path / (CKPT + ".prev")):
+    if (p / "ckpt.json").is_file() and (p / "model.safetensors").is_file(): return p
+  raise UserError(f"no checkpoint in {path}: expected {path / CKPT}/ckpt.json and model.safetensors "
+                  "(a run saves one at its first eval after step 0 that improves val loss, or on Ctrl-C)")
+
+def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir."""
+  from tinygrad.nn.state import safe_load
+  ck = find_checkpoint(path)
+  try:
+    meta = json.loads((ck / "ckpt.json").read_text())
+    weights = {n: t.numpy() for n, t in safe_load(str(ck / "model.safetensors")).items()}
+    opt = {n: t.numpy() for n, t in safe_load(str(ck / "optimizer.safetensors")).items()} \
+      if (ck / "optimizer.safetensors").is_file() else {}
+  except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+    raise UserError(f"checkpoint {ck} is unreadable or corrupt: {e}") from None
+  for k in ("model_args", "iter_num", "best_val_loss"):
+    if k not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {k!r}")
+  return meta, weights, opt
+
+# *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
+
+def rng_state(device: str) -> dict:
+  from tinygrad import Tensor
+  counter = Tensor._device_rng_counters.get(device)
+  return {"seed": Tensor._seed, "counter": counter.numpy().tolist() if counter is not None else None}
+
+def set_rng_state(state: dict, device: str) -> None:
+  from tinygrad import Tensor
+  Tensor.manual_seed(state["seed"])
+  if state["counter"] is not None:
+    Tensor._next_counter(device, 0)  # creates the device's seed and counter
+    Tensor._device_rng_counters[device].assign(Tensor(np.array(state["counter"], np.uint32), device=device)).realize()
+
+# *** the run ***
+
+def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
+  """llama2.c's estimate (PaLM appendix B): 6N + 12 L H Q T flops per token, against peak_flops."""
+  a = model.args
+  n = sum(n for _, n in model.num_params())
+  flops_per_token = 6 * n + 12 * a.n_layers * a.n_heads * a.head_dim * a.max_seq_len
+  return flops_per_token * tokens_per_iter / dt / peak_flops
+
+def fmt_duration(s: float) -> str:
+  s = int(s)
+  return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+class Interrupted:
+  """SIGINT sets a flag that the loop checks between steps (so a step is never cut in half); a second Ctrl-C aborts."""
+  def __init__(self): self.flag = False
+  def __enter__(self):
+    self.prev = signal.signal(signal.SIGINT, self.handle)
+    return self
+  def handle(self, *_):
+    if self.flag: raise KeyboardInterrupt
+    self.flag = True
+  def __exit__(self, *_): signal.signal(signal.SIGINT, self.prev)
+
+def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None) -> dict:
+  """Run training as llama2.c's train.py does; `overrides` are the options given on the command line, in order (they
+  are logged as `Overriding: k = v`). Returns a summary dict (iterations, best val loss, run dir)."""
+  validate(cfg)
+  rdir = run_dir(cfg)
+  if cfg.init_from == "scratch" and (rdir / CKPT).exists():
+    raise UserError(f"{rdir} already holds a checkpoint: pass --init_from=resume to continue it, or another --out_dir")
+  rdir.mkdir(parents=True, exist_ok=True)
+  handler = log_to_file(rdir / "train.log")
+  try:
+    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, argv or sys.argv, interrupted)
+  finally: stop_logging_to(handler)
+
+def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
+  from tinygrad import Tensor, TinyJit, Device, Context, dtypes
+  from tinygrad.helpers import GlobalCounters
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.tokenizer import load_tokenizer
+  from tinystory.pinv import gram_condition
+  from tinystory import pretok
+  for k, v in overrides: log(f"Overriding: {k} = {v}")
+  device = set_device(cfg.device)
+  if cfg.dtype != "float32": dtypes.default_float = getattr(dtypes, cfg.dtype)
+  tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.max_seq_len
+  log(f"tokens per iteration will be: {tokens_per_iter:,}")
+  log(f"breaks down as: {cfg.gradient_accumulation_steps} grad accum steps * 1 processes * {cfg.batch_size} batch size * {cfg.max_seq_len} max seq len")
+
+  # data and tokenizer (resume: the run's own copy of the tokenizer and the shards it was trained on)
+  ck_meta = ck_weights = ck_opt = None
+  if cfg.init_from == "resume":
+    ck_meta, ck_weights, ck_opt = load_checkpoint(rdir)
+    shard_dir, tok_path = Path(ck_meta["shard_dir"]), rdir / "tokenizer.tok"
+    pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), load_tokenizer(tok_path))
+  else:
+    shard_dir, tok_path = resolve_data(cfg)
+    if tok_path.resolve() != (rdir / "tokenizer.tok").resolve(): shutil.copyfile(tok_path, rdir / "tokenizer.tok")
+  tok = load_tokenizer(rdir / "tokenizer.tok")
+
+  # model
+  model_args = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
+                    vocab_size=tok.vocab_size, multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len,
+                    dropout=cfg.dropout, ffn_bias=cfg.ffn_bias, unembedding=cfg.unembedding)
+  iter_num, best_val_loss, data_state = 0, 1e9, None
+  if ck_meta is None:
+    log("Initializing a new model from scratch")
+    model = Transformer(ModelArgs(**model_args), seed=cfg.seed)
+    set_rng_state({"seed": cfg.seed, "counter": None}, device)
+  else:
+    log(f"Resuming training from {cfg.out_dir}")
+    # as llama2.c: the shape of the model comes from the checkpoint, dropout may change
+    model_args = {**ck_meta["model_args"], "dropout": cfg.dropout}
+    model = Transformer(ModelArgs(**model_args))
+    model.load_state_dict(ck_weights)
+    iter_num, best_val_loss, data_state = ck_meta["iter_num"], ck_meta["best_val_loss"], ck_meta["data_state"]
+    set_rng_state(ck_meta["rng_state"], device)
+  (nd, npd), (nn_, npn) = model.num_params()
+  log(f"num decayed parameter tensors: {nd}, with {npd:,} parameters")
+  log(f"num non-decayed parameter tensors: {nn_}, with {npn:,} parameters")
+  log("using fused AdamW: False")
+
+  # optimizer state, named and shaped like the weights (padded inside, logical in checkpoints)
+  names, params = list(model.weights), model.parameters()
+  decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in params]
+  exp_avg = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
+  exp_avg_sq = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
+  grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
+  opt_step = 0
+  if ck_opt:
+    opt_step = ck_meta["opt_step"]
+    for n, m, v in zip(names, exp_avg, exp_avg_sq):
+      for t, key in ((m, "exp_avg."), (v, "exp_avg_sq.")):
+        t.assign(Tensor(pad_to_shape(ck_opt[key + n], t.shape))).realize()
+  Tensor.realize(*exp_avg, *exp_avg_sq, *grad_acc, *params)
+
+  # the steps: one micro-batch forward/backward accumulating gradients, one AdamW update, one eval forward
+  accum = cfg.gradient_accumulation_steps
+  def micro_step(x: Tensor, y: Tensor) -> Tensor:
+    with Context(TRAINING=1):
+      loss = model(x).sparse_categorical_crossentropy(y)
+      grads = loss.gradient(*params)
+    Tensor.realize(loss, *[a.assign(a + g / accum) for a, g in zip(grad_acc, grads)])
+    return loss
+  def update(lr: Tensor, step: Tensor) -> Tensor:
+    out = adamw_update(params, grad_acc, exp_avg, exp_avg_sq, decays, lr, step, cfg.beta1, cfg.beta2, cfg.grad_clip)
+    Tensor.realize(*out, *[a.assign(a.zeros_like()) for a in grad_acc])
+    return lr
+  def eval_loss(x: Tensor, y: Tensor) -> Tensor: return model(x).sparse_categorical_crossentropy(y).realize()
+  if cfg.compile: micro_step, update, eval_loss = TinyJit(micro_step), TinyJit(update), TinyJit(eval_loss)
+
+  def batches(split: str, state=None):
+    return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
+
+  def estimate_loss() -> dict[str, float]:
+    out = {}
+    for split in ("train", "val"):
+      ds = batches(split)
+      out[split] = float(np.mean([eval_loss(*map(Tensor, ds.next_batch())).item() for _ in range(cfg.eval_iters)]))
+    return out
+
+  train_batches = batches("train", data_state)
+  config_path = rdir / "config.json"
+  run_config = json.loads(config_path.read_text()) if config_path.is_file() and ck_meta else {}
+  run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, shard_dir=str(shard_dir),
+                    data_meta=pretok.load_meta(shard_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
+                    "vocab_size": tok.vocab_size, "sha256": tok.sha256}, versions=versions(),
+                    commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv[1:]])])
+  write_atomic(config_path, json.dumps(run_config, indent=1))
+  metrics = open(rdir / "metrics.jsonl", "a", encoding="utf-8")
+  def record(**kw):
+    metrics.write(json.dumps(kw) + "\n")
+    metrics.flush()
+
+  def checkpoint():
+    log(f"saving checkpoint to {cfg.out_dir}")
+    opt = {}
+    for n, m, v in zip(names, exp_avg, exp_avg_sq):
+      s = model.shapes[n]
+      opt["exp_avg." + n], opt["exp_avg_sq." + n] = [t.shrink(tuple((0, d) for d in s)).contiguous() for t in (m, v)]
+    save_checkpoint(rdir, model, opt, {
+      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": opt_step,
+      "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
+      "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
+
+  peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
+  decay_iters = cfg.lr_decay_iters or cfg.max_iters
+  t_start = t0 = time.time()
+  local_iter, running_mfu, ema_dt = 0, -1.0, None
+  while True:
+    lr = get_lr(iter_num, cfg) if cfg.decay_lr else cfg.learning_rate
+    if iter_num % cfg.eval_interval == 0:
+      losses = estimate_loss()
+      log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+      cond = gram_condition(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
+      record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
+             time=time.time() - t_start, gram_cond=cond)
+      if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
+        best_val_loss = losses["val"]
+        if iter_num > 0: checkpoint()
+    if iter_num == 0 and cfg.eval_only: break
+
+    for _ in range(accum):
+      x, y = train_batches.next_batch()
+      loss = micro_step(Tensor(x), Tensor(y))
+    opt_step += 1
+    update(Tensor([lr], dtype=dtypes.float32), Tensor([float(opt_step)], dtype=dtypes.float32))
+    lossf = loss.item()  # the last micro-batch's loss, as llama2.c logs it
+    t1 = time.time()
+    dt, t0 = t1 - t0, t1
+    if not math.isfinite(lossf):
+      raise UserError(f"loss is {lossf} at step {iter_num}: training stopped; the last good checkpoint (if any) is in "
+                      f"{rdir / CKPT} (try a lower --learning_rate or a --grad_clip)")
+    if local_iter >= 1: ema_dt = dt if ema_dt is None else 0.9 * ema_dt + 0.1 * dt
+    record(iter=iter_num, loss=lossf, lr=lr, dt=dt, tokens=(iter_num + 1) * tokens_per_iter, time=t1 - t_start)
+    if iter_num % cfg.log_interval == 0:
+      if local_iter >= 5:
+        mfu = estimate_mfu(model, tokens_per_iter, dt, peak)
+        running_mfu = mfu if running_mfu == -1.0 else 0.9 * running_mfu + 0.1 * mfu
+      eta = fmt_duration((cfg.max_iters - iter_num) * ema_dt) if ema_dt else "?"
+      log(f"{iter_num} | loss {lossf:.4f} | lr {lr:e} | {dt*1000:.2f}ms | mfu {running_mfu*100:.2f}% | "
+          f"{tokens_per_iter / dt:,.0f} tok/s | eta {eta}")
+    iter_num += 1
+    local_iter += 1
+    if interrupted.flag:
+      checkpoint()
+      log(f"interrupted: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
+      break
+    if iter_num > cfg.max_iters: break
+  metrics.close()
+  return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
+
+def pad_to_shape(x: np.ndarray, shape) -> np.ndarray: return np.pad(x, [(0, p - s) for s, p in zip(x.shape, shape)])
+
+def set_device(name: str) -> str:
+  """Map a llama2.c/torch device name to tinygrad's and make it the default ('cpu' -> CPU, 'cuda:0' -> CUDA)."""
+  from tinygrad import Device
+  from tinygrad.helpers import DEV
+  dev = {"cpu": "CPU", "mps": "METAL"}.get(name.lower(), name.split(":")[0].upper())
+  try: Device[dev]
+  except Exception as e: raise UserError(f"--device={name}: tinygrad cannot open {dev} here ({type(e).__name__}: {e})") from None
+  DEV.value = dev
+  return Device.DEFAULT
+
+def versions() -> dict:
+  import tinygrad
+  return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
+          "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"}
+
+def write_atomic(path: Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text, encoding="utf-8")
+  os.replace(tmp, path)
