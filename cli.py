@@ -231,6 +231,49 @@ def sample(ctx, preamble, **options):
     sys.stdout.flush()
   run_sampling(SampleConfig(**options), overrides=ctx.meta.get("overrides", []), write=write, preamble=preamble)
 
+# ---- export ----
+# (after the sample section: export-log takes sample's options, made by llama2c_options from the train section)
+
+@cli.command("export-log", context_settings={"max_content_width": 120})
+@click.argument("run_dir")
+@click.option("--out", type=click.Path(dir_okay=False), help="File to write; default: RUN_DIR/train-<run name>.sh.")
+@click.option("--sample/--no-sample", "do_sample", default=True, show_default=True,
+              help="Sample from the run's checkpoint now (saved as RUN_DIR/sample.txt), or reuse RUN_DIR/sample.txt.")
+@click.option("--head", type=click.IntRange(min=0), default=5, show_default=True,
+              help="First iteration lines kept of each training invocation.")
+@click.option("--tail", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Last iteration lines kept of each training invocation.")
+@click.option("--windows", multiple=True, help="More iteration lines to keep: ranges START-END, comma-separated "
+              "(e.g. 700-710,53100-53105); repeatable.")
+@click.option("--prompt", default="user@host tinystory %", show_default=True,
+              help="Shell prompt shown before the commands (cosmetic); the Training section drops its user@host word.")
+@llama2c_options([f for f in _sample_fields() if f.name != "checkpoint"], SAMPLE_HELP)
+@click.pass_context
+def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **sample_options):
+  """Write the run record of RUN_DIR: the sampling command and its output, each training command and the run's log
+  (excerpted, lines copied verbatim), then a summary. Sampling options (those of `sample`) choose the sample."""
+  import sys
+  from tinystory.export import export_log as run_export
+  from tinystory.log import log
+  overrides = ctx.meta.get("overrides", [])
+  if not do_sample and overrides:
+    raise UserError(f"--no-sample reuses RUN_DIR/sample.txt: sampling options ({', '.join('--' + k for k, _ in overrides)}) "
+                    "have no effect; drop them or drop --no-sample")
+  def write(text: str):
+    sys.stdout.write(text)
+    sys.stdout.flush()
+  log(f"wrote {run_export(run_dir, out, do_sample, sample_options, overrides, head, tail, list(windows), prompt, write)}")
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG file to write; default: RUN_DIR/loss.png.")
+@click.option("--logx", is_flag=True, help="Logarithmic iteration axis.")
+def plot(run_dir, out, logx):
+  """Plot RUN_DIR's loss curve (train loss per iteration, smoothed; val loss at evals) to a PNG. Needs matplotlib."""
+  from tinystory.log import log
+  from tinystory.plot import plot_loss
+  log(f"wrote {plot_loss(run_dir, out, logx)}")
+
 def main():
   """Run the CLI; a usage mistake prints one line (`Error: ...`) and exits 2, a bad value or file exits 1."""
   import sys

@@ -256,6 +256,9 @@ def test_load_state_dict_refuses_missing_unknown_and_misshaped():
     m.load_state_dict({n: v for n, v in sd.items() if n != "norm.weight"})
   with pytest.raises(UserError, match=r"^state dict has unknown layers.2.ffn_norm.weight$"):
     m.load_state_dict({**sd, "layers.2.ffn_norm.weight": sd["norm.weight"]})
+  with pytest.raises(UserError, match=r"^state dict lacks layers.0.attention.wq.weight, layers.0.attention.wk.weight, "
+                                      r"layers.0.attention.wv.weight and 18 more$"):
+    m.load_state_dict({"tok_embeddings.weight": sd["tok_embeddings.weight"]})
   with pytest.raises(UserError, match=r"^state dict layers.1.feed_forward.w1.bias has shape \[41\], expected \[42\]$"):
     m.load_state_dict({**sd, "layers.1.feed_forward.w1.bias": np.zeros(41)})
 

@@ -24,6 +24,8 @@ def conditioned(shape, cond, seed=1) -> np.ndarray:
   W, _ = np.linalg.qr(rng.normal(size=(shape[1], k)))
   return np.ascontiguousarray((U * np.logspace(0, -math.log10(cond), k) * 0.3) @ W.T, np.float32)
 
+def re_escape(s: str) -> str: return s.replace("^", r"\^")
+
 def ref_pinv(E) -> np.ndarray: return np.linalg.pinv(np.asarray(E, np.float64))
 
 def ref_grad(E, G) -> np.ndarray:
@@ -124,8 +126,6 @@ def test_rank_deficient_embedding_is_a_clear_error(shape, gram):
     check_full_rank(Tensor(E))
   assert isinstance(e.value, UserError) and isinstance(e.value, FloatingPointError)
   assert float(str(e.value).split(" = ")[1].split()[0]) > MAX_GRAM_COND
-
-def re_escape(s: str) -> str: return s.replace("^", r"\^")
 
 def test_ill_conditioned_beyond_the_limit_and_non_finite_embeddings_are_errors():
   with pytest.raises(RankDeficientError, match=r"cond\(E\^T E\) = \S+ exceeds") as e:

@@ -1,4 +1,5 @@
 """Sampling: the sampler's maths, the KV cache against full recompute, streaming text, the command and its errors."""
+import json, os
 from pathlib import Path
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ def make_run(rdir: Path, tok, seed=0, **over) -> Path:
   """A run dir as train.py writes it: tokenizer.tok and ckpt/ with a random model."""
   rdir.mkdir(parents=True, exist_ok=True)
   tok.save(rdir / "tokenizer.tok")
-  args = {**TINY, "vocab_size": tok.vocab_size, **over}
+  args = {**TINY, "vocab_size": tok.vocab_size, "unembedding": "tied", **over}  # tied: diverse text at init
   save_checkpoint(rdir, Transformer(ModelArgs(**args), seed=seed), {},
                   {"model_args": args, "iter_num": 10, "best_val_loss": 1.0, "tokenizer_sha256": tok.sha256})
   return rdir
@@ -61,8 +62,8 @@ def test_top_k_keeps_exactly_k_even_with_ties():
 
 def test_top_p_keeps_the_smallest_set_reaching_p():
   logits = np.log(np.array([0.5, 0.3, 0.15, 0.05]))
-  assert np.flatnonzero(token_probs(logits, 1.0, 4, 0.5)).tolist() == [0]
-  assert np.flatnonzero(token_probs(logits, 1.0, 4, 0.8)).tolist() == [0, 1]
+  assert np.flatnonzero(token_probs(logits, 1.0, 4, 0.45)).tolist() == [0]
+  assert np.flatnonzero(token_probs(logits, 1.0, 4, 0.79)).tolist() == [0, 1]
   assert np.flatnonzero(token_probs(logits, 1.0, 4, 0.81)).tolist() == [0, 1, 2]
 
 def test_temperature_zero_is_argmax_and_draws_nothing():
@@ -79,20 +80,54 @@ def test_draws_follow_token_probs_and_are_seeded():
   assert [sample_token(LOGITS, 0.9, 6, 0.95, rng2) for _ in range(50)] == draws[:50].tolist()
 
 def test_nonfinite_logits_are_a_clear_error():
-  with pytest.raises(UserError, match="not finite"): sample_token(np.array([0.0, np.nan]), 1.0, 2, 1.0, np.random.default_rng())
+  with pytest.raises(UserError, match="not finite"):
+    sample_token(np.array([0.0, np.nan]), 1.0, 2, 1.0, np.random.default_rng())
 
 # *** the KV cache against recomputing the window ***
 
+def ref_forward(sd: dict, a: ModelArgs, tokens: list[int]) -> np.ndarray:
+  """llama2.c's forward in numpy float64 from the state dict: logits after the last token, RoPE positions from 0."""
+  sd = {n: v.astype(np.float64) for n, v in sd.items()}
+  T, H, KV, hd = len(tokens), a.n_heads, a.kv_heads, a.head_dim
+  def norm(x, w): return x / np.sqrt((x * x).mean(-1, keepdims=True) + a.norm_eps) * w
+  angles = np.outer(np.arange(T), 10000.0 ** (-np.arange(0, hd, 2) / hd))
+  def rope(x):  # (T, heads, hd): rotate pairs (2j, 2j+1) by position t's angle j
+    z = (x[..., 0::2] + 1j * x[..., 1::2]) * np.exp(1j * angles)[:, None, :]
+    return np.stack([z.real, z.imag], -1).reshape(x.shape)
+  h = sd["tok_embeddings.weight"][tokens]
+  for i in range(a.n_layers):
+    p = f"layers.{i}."
+    x = norm(h, sd[p + "attention_norm.weight"])
+    q = rope((x @ sd[p + "attention.wq.weight"].T).reshape(T, H, hd))
+    k = np.repeat(rope((x @ sd[p + "attention.wk.weight"].T).reshape(T, KV, hd)), H // KV, axis=1)
+    v = np.repeat((x @ sd[p + "attention.wv.weight"].T).reshape(T, KV, hd), H // KV, axis=1)
+    s = np.einsum("thd,uhd->htu", q, k) / np.sqrt(hd) + np.triu(np.full((T, T), -np.inf), 1)
+    w = np.exp(s - s.max(-1, keepdims=True))
+    h = h + np.einsum("htu,uhd->thd", w / w.sum(-1, keepdims=True), v).reshape(T, -1) @ sd[p + "attention.wo.weight"].T
+    x = norm(h, sd[p + "ffn_norm.weight"])
+    g = x @ sd[p + "feed_forward.w1.weight"].T + sd.get(p + "feed_forward.w1.bias", 0)
+    h = h + (g / (1 + np.exp(-g)) * (x @ sd[p + "feed_forward.w3.weight"].T)) @ sd[p + "feed_forward.w2.weight"].T
+  E = sd["tok_embeddings.weight"]
+  W = {"pinv": np.linalg.pinv(E), "tied": E.T}.get(a.unembedding, sd.get("output.weight", E).T)
+  return norm(h[-1], sd["norm.weight"]) @ W
+
 class Recompute:
-  """The reference decoder: a full forward of the window at every step, as llama2.c's generate (slide 1) or with
-  the window start rule of slide s (drop s tokens when full, then grow back)."""
-  def __init__(self, model, slide=1): self.model, self.slide, self.L = model, slide, model.args.max_seq_len
+  """The reference decoder: the numpy forward of the whole window at every step, the window as llama2.c's generate
+  crops it (slide 1), or, for slide s, dropping s tokens when full and then growing back."""
+  def __init__(self, model, slide=1):
+    self.sd, self.a, self.slide = {n: t.numpy() for n, t in model.state_dict().items()}, model.args, slide
   def reset(self): self.start, self.first = 0, True
   def next_logits(self, seq):
-    from tinygrad import Tensor
-    if len(seq) - self.start > self.L: self.start = len(seq) - (self.L if self.first else self.L - self.slide + 1)
+    L = self.a.max_seq_len
+    if len(seq) - self.start > L: self.start = len(seq) - (L if self.first else L - self.slide + 1)
     self.first = False
-    return self.model(Tensor([seq[self.start:]]))[0, -1].numpy()
+    return ref_forward(self.sd, self.a, seq[self.start:])
+
+def tiny_model(seed, **over):
+  """A random tiny model; a pinv one gets a larger embedding: at init its logits would copy the last token almost surely."""
+  model = Transformer(ModelArgs(**{**TINY, "vocab_size": 40, **over}), seed=seed)
+  if model.args.unembedding == "pinv": (E := model.weights["tok_embeddings.weight"]).assign(E * 10).realize()
+  return model
 
 def run_both(model, prompt, n, slide=1, compile=True, temperature=1.0):
   """Generate with the cache and with the reference from the same seed, comparing the logits of every step."""
@@ -108,30 +143,36 @@ def run_both(model, prompt, n, slide=1, compile=True, temperature=1.0):
 
 @pytest.mark.parametrize("over", [dict(unembedding="pinv"), dict(unembedding="tied", n_kv_heads=4, ffn_bias=False)])
 def test_cached_generation_equals_full_recompute_across_slides(over):
-  model = Transformer(ModelArgs(**{**TINY, "vocab_size": 40, **over}), seed=1)
+  model = tiny_model(1, **over)
   tokens, cached, full = run_both(model, [1, 5, 9], 3 * TINY["max_seq_len"])  # slides for 2/3 of the steps
   assert tokens["cached"] == tokens["full"]
   np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
 
 def test_prompt_longer_than_the_context_and_eager_mode():
-  model = Transformer(ModelArgs(**TINY, vocab_size=40), seed=2)
+  model = tiny_model(2)
   tokens, cached, full = run_both(model, [1] + list(range(3, 23)), 5, compile=False)
   assert tokens["cached"] == tokens["full"]
   np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
 
 def test_slide_s_recomputes_once_per_s_tokens_on_the_shorter_window():
-  model = Transformer(ModelArgs(**TINY, vocab_size=40), seed=3)
+  model = tiny_model(3)
   tokens, cached, full = run_both(model, [1, 4], 30, slide=3)
   assert tokens["cached"] == tokens["full"]
   np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
   _, _, exact = run_both(model, [1, 4], 30, slide=1)
   assert not np.allclose(full, exact)  # a different window from the first slide on
 
+def test_devices_without_shared_memory_upload_through_tinygrad(monkeypatch):
+  monkeypatch.setattr("tinystory.sample.host_view", lambda t: None)  # as on a GPU: no host view of device memory
+  tokens, cached, full = run_both(tiny_model(2), [1, 7], 12)
+  assert tokens["cached"] == tokens["full"]
+  np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
+
 def test_unembedding_is_computed_once_not_per_token(monkeypatch):
   import tinystory.pinv
   calls, real = [], tinystory.pinv.pinv
   monkeypatch.setattr(tinystory.pinv, "pinv", lambda E: calls.append(1) or real(E))
-  model = Transformer(ModelArgs(**TINY, vocab_size=40), seed=4)
+  model = tiny_model(4)
   list(generate(CachedDecoder(model), [1], 12, np.argmax))
   assert len(calls) == 1
 
@@ -166,16 +207,17 @@ def test_seed_style_command_prints_preamble_then_the_stream(run, char_tok):
   assert res.exit_code == 0, res.output
   lines, V = res.output.split("\n"), char_tok.vocab_size
   assert lines[:6] == ["Overriding: max_new_tokens = 40", "Overriding: top_k = 200", "Overriding: temperature = 0.8",
-                       f"Overriding: checkpoint = {run}", f"Overriding: tokenizer = {run / 'tokenizer.tok'}", "Overriding: start = "]
+                       f"Overriding: checkpoint = {run}", f"Overriding: tokenizer = {run / 'tokenizer.tok'}",
+                       "Overriding: start = "]
   assert lines[6] == (f"ModelArgs(dim=16, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size={V}, hidden_dim=None, "
-                      "multiple_of=1, norm_eps=1e-05, max_seq_len=8, dropout=0.1)")
+                      "multiple_of=1, norm_eps=1e-05, max_seq_len=8, dropout=0.1, unembedding='tied')")
   listing = state_dict_lines(Transformer(ModelArgs(**TINY, vocab_size=V)))
   assert lines[7:7 + len(listing)] == listing and listing[-1] == f"output.weight [{V}, 16]"
   assert res.output.endswith("\n---------------\n")
 
 def test_seed_state_dict_listing_matches_the_seed_transcript():
-  lines = state_dict_lines(Transformer(ModelArgs(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, multiple_of=1,
-                                                 max_seq_len=128, dropout=0.15)))
+  seed = ModelArgs(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, multiple_of=1, max_seq_len=128, dropout=0.15)
+  lines = state_dict_lines(Transformer(seed))
   assert lines[:7] == ["tok_embeddings.weight [361, 128]", "layers.0.attention.wq.weight [128, 128]",
                        "layers.0.attention.wk.weight [128, 128]", "layers.0.attention.wv.weight [128, 128]",
                        "layers.0.attention.wo.weight [128, 128]", "layers.0.feed_forward.w1.weight [341, 128]",
@@ -205,6 +247,7 @@ def test_default_checkpoint_is_the_newest_run(tmp_path, monkeypatch, char_tok):
   assert res.exit_code == 1 and f"no checkpoint under {tmp_path}" in res.output
   make_run(tmp_path / "old", char_tok, seed=0)
   make_run(tmp_path / "new", char_tok, seed=1, dim=8, n_heads=2)
+  os.utime(tmp_path / "old" / "ckpt" / "ckpt.json", (1e9, 1e9))  # old for sure, whatever the clock's resolution
   assert "ModelArgs(dim=8," in text_of(invoke("--max_new_tokens=5"))
   assert "ModelArgs(dim=16," in text_of(invoke("--max_new_tokens=5", "--checkpoint=old"))  # a run name under runs/
 
@@ -217,7 +260,7 @@ def test_default_checkpoint_is_the_newest_run(tmp_path, monkeypatch, char_tok):
   (["--top_p=1.5"], "--top_p must be in (0, 1] (1 keeps every token), got 1.5"),
   (["--temperature=-1"], "--temperature must be a finite number >= 0 (0: greedy), got -1.0"),
   (["--slide=9"], "--slide must be between 1 and the model's max_seq_len=8, got 9"),
-  (["--start=Zebra"], "--start has characters the tokenizer does not know: 'Z' 'b' 'z'"),
+  (["--start=Quiet Zoo é"], "--start has characters the tokenizer does not know: 'Q' 'Z' 'é'"),
   (["--start=FILE:/nonexistent/p.txt"], "cannot read --start file /nonexistent/p.txt: No such file or directory"),
 ])
 def test_bad_values_are_one_line_errors(run, args, msg):
@@ -226,24 +269,34 @@ def test_bad_values_are_one_line_errors(run, args, msg):
 
 def test_missing_corrupt_and_mismatched_inputs_are_one_line_errors(run, tmp_path, char_tok):
   res = invoke(f"--checkpoint={tmp_path / 'nope'}")
-  assert res.exit_code == 1 and res.output == f"Error: --checkpoint={tmp_path / 'nope'}: no such file or directory (give a run dir such as runs/out)\n"
+  assert res.exit_code == 1 and res.output == \
+    f"Error: --checkpoint={tmp_path / 'nope'}: no such file or directory (give a run dir such as runs/out)\n"
   res = invoke(f"--checkpoint={tmp_path}")
   assert res.exit_code == 1 and res.output.startswith(f"Error: no checkpoint in {tmp_path}: expected")
   bad = make_run(tmp_path / "bad", char_tok)
   (bad / "ckpt" / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all")
   res = invoke(f"--checkpoint={bad}")
   assert res.exit_code == 1 and res.output.count("\n") == 1 and "is unreadable or corrupt" in res.output, res.output
+  odd = make_run(tmp_path / "odd", char_tok)
+  meta = json.loads((odd / "ckpt" / "ckpt.json").read_text())
+  del meta["model_args"]["dim"]  # would mean llama2.c's default, 4096: the weights do not fit (and nothing 7B is built)
+  (odd / "ckpt" / "ckpt.json").write_text(json.dumps(meta))
+  res = invoke(f"--checkpoint={odd}")
+  assert res.exit_code == 1 and res.output.startswith(f"Error: checkpoint {odd / 'ckpt'}: the weights do not fit its "
+                                                      "model_args, ModelArgs(dim=4096,"), res.output
   other = fit_tokenizer(["just a few letters"], "char")
   other.save(tmp_path / "other.tok")
   res = invoke(f"--checkpoint={run}", f"--tokenizer={tmp_path / 'other.tok'}")
   assert res.exit_code == 1 and res.output == (f"Error: tokenizer {tmp_path / 'other.tok'} has {other.vocab_size} tokens but the "
     f"model in {run / 'ckpt'} has vocab_size={char_tok.vocab_size}: pass the tokenizer it was trained with\n")
-  (tmp_path / "notok").mkdir()
   make_run(tmp_path / "notok", char_tok)
   (tmp_path / "notok" / "tokenizer.tok").unlink()
   res = invoke(f"--checkpoint={tmp_path / 'notok'}")
   assert res.exit_code == 1 and "no tokenizer saved with the checkpoint" in res.output and "pass --tokenizer" in res.output
 
-def test_empty_prompt_starts_from_bos(run):
-  out = text_of(invoke(f"--checkpoint={run}", "--start=", "--max_new_tokens=3", "--temperature=0", "--no-preamble"))
-  assert out.endswith("\n---------------\n")
+def test_empty_prompt_starts_from_bos_alone(run):
+  from tinystory.sample import SampleConfig, load_model, sample
+  writes = []
+  res = sample(SampleConfig(checkpoint=str(run), start="", max_new_tokens=6, temperature=0), write=writes.append)
+  greedy = list(generate(Recompute(load_model(run / "ckpt")[0]), [1], 6, np.argmax))
+  assert res["samples"] == [greedy] and "".join(writes).endswith("\n---------------\n")

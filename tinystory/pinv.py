@@ -10,8 +10,9 @@ import numpy as np
 from tinygrad import Tensor, dtypes
 from tinystory import UserError
 
-# cond(EᵀE) = cond(E)² up to which pinv is accurate to float32 precision. At cond(E) = 1e5, rounding E to float32
-# already moves pinv(E) by up to cond(E)·2⁻²⁴ ≈ 0.6%, so a larger cond means E is numerically rank deficient.
+# The largest cond(EᵀE) = cond(E)² that pinv handles (to float32 precision, in a fixed number of steps). At
+# cond(E) = 1e5, rounding E to float32 already moves pinv(E) by up to cond(E)·2⁻²⁴ ≈ 0.6%: beyond, E is numerically
+# rank deficient.
 MAX_GRAM_COND = 1e10
 GRAM_DTYPE = dtypes.float64  # cond(EᵀE) = cond(E)² would eat float32's 7 digits; the CPU backend has float64
 NEWTON_SCHULZ_TOL = 1e-14    # bound on |1 - eigenvalue of M·X| after the last step, well below float32 eps
@@ -54,7 +55,7 @@ def pinv_value(E: Tensor) -> Tensor:
 def pinv_differential(E: Tensor, P: Tensor, dE: Tensor) -> Tensor:
   """dP, the derivative of P = pinv(E) along dE (P, E constants). With full column rank (vocab >= dim):
   dP = -P dE P + PPᵀ dEᵀ (I - EP); with full row rank: dP = -P dE P + (I - PE) dEᵀ PᵀP. Products are grouped so
-  that every intermediate is (dim, vocab) or min(vocab, dim) square, never the other square."""
+  that no intermediate is a max(vocab, dim) square."""
   if E.shape[0] >= E.shape[1]:
     AdEt = (P @ P.T) @ dE.T
     return -(P @ dE) @ P + AdEt - (AdEt @ E) @ P
@@ -66,7 +67,8 @@ def pinv(E: Tensor) -> Tensor:
   recomputed inside the matmul that reads it), differentiable with the exact derivative of the pseudo-inverse.
 
   The value is P = pinv_value(E); the gradient comes from P + dP(E - E.detach()): the perturbation is zero (tinygrad
-  folds it away in the forward pass) but carries the gradient, so backward applies dP's adjoint at the detached E."""
+  folds it away in the forward pass) but carries the gradient, so backward applies dP's adjoint at the detached E, in
+  E's dtype (relative error ~cond(E)·eps)."""
   E0, P = E.detach(), pinv_value(E)
   return (P + pinv_differential(E0, P, E - E0)).contiguous()
 

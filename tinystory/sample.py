@@ -2,7 +2,8 @@
 
 Semantics are llama2.c's `model.generate`: the prompt is encoded with BOS first (an empty prompt is BOS alone), and
 every next token is drawn from the logits of the last `max_seq_len` tokens, RoPE positions counted from the start of
-that window. Output = the prompt's text, then each token's bytes as it is drawn (an incremental UTF-8 decoder holds
+that window. A prompt character the tokenizer lacks is an error (as <unk> it would be a token the model never saw).
+Output = the prompt's text, then each token's bytes as it is drawn (an incremental UTF-8 decoder holds
 back a character split over several BPE tokens), then a line of dashes after each sample. A generated BOS starts a
 new story: it is written as a blank line. The other specials write nothing (<unk> writes '⁇').
 
@@ -43,7 +44,8 @@ def validate(cfg: SampleConfig) -> None:
     if not ok: raise UserError(msg)
   for k in ("num_samples", "max_new_tokens", "top_k", "slide"):
     need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
-  need(np.isfinite(cfg.temperature) and cfg.temperature >= 0, f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
+  need(np.isfinite(cfg.temperature) and cfg.temperature >= 0,
+       f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
   need(0 < cfg.top_p <= 1, f"--top_p must be in (0, 1] (1 keeps every token), got {cfg.top_p}")
 
 # *** the sampler: numpy on the host ***
@@ -66,19 +68,24 @@ def token_probs(logits: np.ndarray, temperature: float, top_k: int, top_p: float
 
 def sample_token(logits: np.ndarray, temperature: float, top_k: int, top_p: float, rng: np.random.Generator) -> int:
   """One token id drawn from token_probs with one uniform of `rng` (greedy draws none)."""
-  if not np.isfinite(logits).all(): raise UserError("the model's logits are not finite (NaN or inf): the checkpoint is broken")
+  if not np.isfinite(logits).all():
+    raise UserError("the model's logits are not finite (NaN or inf): the checkpoint is broken")
   if temperature == 0: return int(np.argmax(logits))
   c = np.cumsum(token_probs(logits, temperature, top_k, top_p))
   return int(np.searchsorted(c, rng.random() * c[-1], side="right"))
 
 # *** the model behind a KV cache ***
 
-def host_view(t):
-  """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else None.
-  The device must be idle while the host touches it: every step ends by reading its output, which synchronises."""
+def host_view(t) -> np.ndarray | None:
+  """A writable float32 numpy view of a realized tensor's memory when its device shares memory with the host (CPU),
+  else None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
   buf = t.uop.buffer
   if not hasattr(buf.allocator, "_as_buffer"): return None
   return np.frombuffer(buf.as_memoryview(force_zero_copy=True), np.float32).reshape(t.shape)
+
+def read(t) -> np.ndarray:
+  """A copy of a realized tensor's values: on CPU straight from its memory, without tinygrad's copy machinery."""
+  return t.numpy() if (view := host_view(t)) is None else view.copy()
 
 class CachedDecoder:
   """`next_logits(seq)` = the model's logits after the last max_seq_len tokens of `seq`, as llama2.c's generate
@@ -123,7 +130,7 @@ class CachedDecoder:
     self.upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
     out = self._step(self.step_in)
     self.n += 1
-    return read(out)[:self.model.args.vocab_size]
+    return read(out)
 
   def prefill(self, tokens: list[int]) -> None:
     """Fill the cache with tokens at positions 0..len-1 in one batched forward, padded to max_seq_len rows: one
@@ -169,15 +176,8 @@ class CachedDecoder:
       h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
     Tensor.realize(*self.kv)
 
-def read(out) -> np.ndarray:
-  """A copy of a realized tensor's values (zero-copy on CPU: after synchronising, straight from its memory)."""
-  from tinygrad import Device
-  buf = out.uop.buffer
-  if not hasattr(buf.allocator, "_as_buffer"): return out.numpy()
-  Device[buf.device].synchronize()
-  return np.frombuffer(buf.as_memoryview(force_zero_copy=True, no_sync=True), np.float32).copy()
-
-def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int, pick: Callable[[np.ndarray], int]) -> Iterator[int]:
+def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int,
+             pick: Callable[[np.ndarray], int]) -> Iterator[int]:
   """llama2.c's generate: yield max_new_tokens ids, each `pick`ed from the logits after the sequence so far."""
   seq = list(prompt)
   decoder.reset()
@@ -221,16 +221,18 @@ def resolve_checkpoint(path: str) -> Path:
   return find_checkpoint(p.parent if p.is_file() else p)
 
 def load_model(ck: Path):
-  """(model, weights as numpy) from a checkpoint dir; every problem is a UserError naming it."""
-  from tinystory.model import ModelArgs, Transformer
+  """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
+  from tinystory.model import ModelArgs, Transformer, param_shapes
   from tinystory.train import load_checkpoint
   meta, weights, _ = load_checkpoint(ck)
-  if not isinstance(meta["model_args"], dict): raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args is not an object")
   try: args = ModelArgs(**meta["model_args"])
   except TypeError as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
+  # checked before building the model: model_args that lack a field get llama2.c's 7B defaults
+  shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
+  if shapes != param_shapes(args, args.vocab_size, args.hidden_size):
+    raise UserError(f"checkpoint {ck}: the weights do not fit its model_args, {args!r}")
   model = Transformer(args)
-  try: model.load_state_dict(weights)
-  except UserError as e: raise UserError(f"checkpoint {ck}: {e}") from None
+  model.load_state_dict(weights)
   return model, meta
 
 def load_prompt(start: str, tok) -> list[int]:
@@ -261,8 +263,6 @@ def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambd
   from tinystory.tokenizer import load_tokenizer
   from tinystory.train import set_device
   validate(cfg)
-  if preamble:
-    for k, v in overrides: log(f"Overriding: {k} = {v}")
   set_device(cfg.device)
   ck = resolve_checkpoint(cfg.checkpoint)
   model, meta = load_model(ck)
@@ -277,15 +277,16 @@ def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambd
   if meta.get("tokenizer_sha256") not in (None, tok.sha256):
     log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
   prompt = load_prompt(cfg.start, tok)
-  if preamble:
+  decoder = CachedDecoder(model, cfg.compile, cfg.slide)
+  if preamble:  # after every check, so that a mistake is a one-line error
+    for k, v in overrides: log(f"Overriding: {k} = {v}")
     log(repr(model.args))
     for line in state_dict_lines(model): log(line)
-  decoder = CachedDecoder(model, cfg.compile, cfg.slide)
   rng = np.random.default_rng(cfg.seed)
   def pick(logits): return sample_token(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
   samples, t0 = [], time.perf_counter()
   for _ in range(cfg.num_samples):
-    write(tok.decode(prompt))
+    if text := tok.decode(prompt): write(text)
     stream = TextStream(tok, write)
     samples.append([])
     for t in generate(decoder, prompt, cfg.max_new_tokens, pick):

@@ -204,6 +204,62 @@ def set_rng_state(state: dict, device: str) -> None:
     Tensor._next_counter(device, 0)  # creates the device's seed and counter
     Tensor._device_rng_counters[device].assign(Tensor(np.array(state["counter"], np.uint32), device=device)).realize()
 
+# *** one training iteration: compiled steps and the optimizer state they update ***
+
+class TrainSteps:
+  """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW) and eval_loss,
+  each a TinyJit-compiled function when cfg.compile. The optimizer state lives here, shaped like the (padded) weights;
+  checkpoints hold it in logical shapes, like the weights."""
+  def __init__(self, model, cfg: TrainConfig):
+    from tinygrad import Tensor, TinyJit, dtypes
+    self.model, self.cfg, self.opt_step = model, cfg, 0
+    self.params = model.parameters()
+    zeros = lambda: [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
+    self.exp_avg, self.exp_avg_sq, self.grad_acc = zeros(), zeros(), zeros()
+    self.decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in self.params]
+    jit = TinyJit if cfg.compile else (lambda f: f)
+    self._micro, self._update, self._eval = jit(self._micro_step), jit(self._update_step), jit(self._eval_loss)
+
+  def _micro_step(self, x, y):
+    from tinygrad import Tensor, Context
+    with Context(TRAINING=1):
+      loss = self.model(x).sparse_categorical_crossentropy(y)
+      grads = loss.gradient(*self.params)
+    n = self.cfg.gradient_accumulation_steps
+    Tensor.realize(loss, *[a.assign(a + g / n) for a, g in zip(self.grad_acc, grads)])
+    return loss
+
+  def _update_step(self, lr, step):
+    from tinygrad import Tensor
+    c = self.cfg
+    out = adamw_update(self.params, self.grad_acc, self.exp_avg, self.exp_avg_sq, self.decays, lr, step, c.beta1, c.beta2, c.grad_clip)
+    Tensor.realize(*out, *[a.assign(a.zeros_like()) for a in self.grad_acc])
+    return lr
+
+  def _eval_loss(self, x, y): return self.model(x).sparse_categorical_crossentropy(y).realize()
+
+  def micro_step(self, x, y): return self._micro(x, y)
+  def eval_loss(self, x, y): return self._eval(x, y)
+  def update(self, lr: float) -> None:
+    from tinygrad import Tensor, dtypes
+    self.opt_step += 1
+    self._update(Tensor([lr], dtype=dtypes.float32), Tensor([float(self.opt_step)], dtype=dtypes.float32))
+
+  def optimizer_state(self) -> dict:
+    shapes, out = self.model.shapes, {}
+    for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
+      out["exp_avg." + n], out["exp_avg_sq." + n] = [t.shrink(tuple((0, d) for d in shapes[n])).contiguous() for t in (m, v)]
+    return out
+
+  def load_optimizer_state(self, state: dict[str, np.ndarray], opt_step: int) -> None:
+    from tinygrad import Tensor
+    from tinystory.model import pad_array
+    self.opt_step = opt_step
+    for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
+      for t, key in ((m, "exp_avg." + n), (v, "exp_avg_sq." + n)):
+        if key not in state: raise UserError(f"checkpoint optimizer state lacks {key}")
+        t.assign(Tensor(pad_array(state[key].astype(np.float32), t.shape))).realize()
+
 # *** the run ***
 
 def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
@@ -242,11 +298,10 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   finally: stop_logging_to(handler)
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
-  from tinygrad import Tensor, TinyJit, Device, Context, dtypes
-  from tinygrad.helpers import GlobalCounters
+  from tinygrad import Tensor, dtypes
   from tinystory.model import ModelArgs, Transformer
   from tinystory.tokenizer import load_tokenizer
-  from tinystory.pinv import gram_condition
+  from tinystory.pinv import check_full_rank
   from tinystory import pretok
   for k, v in overrides: log(f"Overriding: {k} = {v}")
   device = set_device(cfg.device)
@@ -288,34 +343,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   log(f"num non-decayed parameter tensors: {nn_}, with {npn:,} parameters")
   log("using fused AdamW: False")
 
-  # optimizer state, named and shaped like the weights (padded inside, logical in checkpoints)
-  names, params = list(model.weights), model.parameters()
-  decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in params]
-  exp_avg = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
-  exp_avg_sq = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
-  grad_acc = [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous() for p in params]
-  opt_step = 0
-  if ck_opt:
-    opt_step = ck_meta["opt_step"]
-    for n, m, v in zip(names, exp_avg, exp_avg_sq):
-      for t, key in ((m, "exp_avg."), (v, "exp_avg_sq.")):
-        t.assign(Tensor(pad_to_shape(ck_opt[key + n], t.shape))).realize()
-  Tensor.realize(*exp_avg, *exp_avg_sq, *grad_acc, *params)
-
-  # the steps: one micro-batch forward/backward accumulating gradients, one AdamW update, one eval forward
-  accum = cfg.gradient_accumulation_steps
-  def micro_step(x: Tensor, y: Tensor) -> Tensor:
-    with Context(TRAINING=1):
-      loss = model(x).sparse_categorical_crossentropy(y)
-      grads = loss.gradient(*params)
-    Tensor.realize(loss, *[a.assign(a + g / accum) for a, g in zip(grad_acc, grads)])
-    return loss
-  def update(lr: Tensor, step: Tensor) -> Tensor:
-    out = adamw_update(params, grad_acc, exp_avg, exp_avg_sq, decays, lr, step, cfg.beta1, cfg.beta2, cfg.grad_clip)
-    Tensor.realize(*out, *[a.assign(a.zeros_like()) for a in grad_acc])
-    return lr
-  def eval_loss(x: Tensor, y: Tensor) -> Tensor: return model(x).sparse_categorical_crossentropy(y).realize()
-  if cfg.compile: micro_step, update, eval_loss = TinyJit(micro_step), TinyJit(update), TinyJit(eval_loss)
+  steps = TrainSteps(model, cfg)
+  if ck_opt: steps.load_optimizer_state(ck_opt, ck_meta["opt_step"])
 
   def batches(split: str, state=None):
     return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
@@ -324,7 +353,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     out = {}
     for split in ("train", "val"):
       ds = batches(split)
-      out[split] = float(np.mean([eval_loss(*map(Tensor, ds.next_batch())).item() for _ in range(cfg.eval_iters)]))
+      out[split] = float(np.mean([steps.eval_loss(*map(Tensor, ds.next_batch())).item() for _ in range(cfg.eval_iters)]))
     return out
 
   train_batches = batches("train", data_state)
@@ -342,12 +371,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   def checkpoint():
     log(f"saving checkpoint to {cfg.out_dir}")
-    opt = {}
-    for n, m, v in zip(names, exp_avg, exp_avg_sq):
-      s = model.shapes[n]
-      opt["exp_avg." + n], opt["exp_avg_sq." + n] = [t.shrink(tuple((0, d) for d in s)).contiguous() for t in (m, v)]
-    save_checkpoint(rdir, model, opt, {
-      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": opt_step,
+    save_checkpoint(rdir, model, steps.optimizer_state(), {
+      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt_step,
       "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
 
@@ -360,7 +385,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     if iter_num % cfg.eval_interval == 0:
       losses = estimate_loss()
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-      cond = gram_condition(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
+      # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
+      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
       if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
@@ -368,11 +394,9 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
         if iter_num > 0: checkpoint()
     if iter_num == 0 and cfg.eval_only: break
 
-    for _ in range(accum):
-      x, y = train_batches.next_batch()
-      loss = micro_step(Tensor(x), Tensor(y))
-    opt_step += 1
-    update(Tensor([lr], dtype=dtypes.float32), Tensor([float(opt_step)], dtype=dtypes.float32))
+    for _ in range(cfg.gradient_accumulation_steps):
+      loss = steps.micro_step(*map(Tensor, train_batches.next_batch()))
+    steps.update(lr)
     lossf = loss.item()  # the last micro-batch's loss, as llama2.c logs it
     t1 = time.time()
     dt, t0 = t1 - t0, t1
@@ -398,7 +422,6 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   metrics.close()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
-def pad_to_shape(x: np.ndarray, shape) -> np.ndarray: return np.pad(x, [(0, p - s) for s, p in zip(x.shape, shape)])
 
 def set_device(name: str) -> str:
   """Map a llama2.c/torch device name to tinygrad's and make it the default ('cpu' -> CPU, 'cuda:0' -> CUDA)."""

@@ -1,0 +1,286 @@
+"""The run record (`export-log`): one plain-text file in the seed's layout, made from a run directory.
+
+`### Running:` holds a sampling command and its output, sampled from the run's checkpoint at export time (or reused
+from RUN_DIR/sample.txt, which every sampling export saves). `### Training:` holds each `train` command that wrote
+the run, one option per line, followed by its part of train.log, excerpted: every line is kept except iteration lines,
+of which only windows are kept (the first and last few of each invocation, and chosen iteration ranges); each run of
+dropped lines becomes one `...` line. Kept lines are copied from train.log unchanged: nothing logged is recomputed.
+Below the two sections, under its own heading, is a summary of the run (data, tokenizer, size, time, best val loss,
+machine) with text sparklines of the loss.
+"""
+import json, logging, math, re, shlex
+from pathlib import Path
+from typing import Callable
+from tinystory import UserError
+from tinystory.log import log, logger
+
+ROOT = Path(__file__).resolve().parent.parent  # the project root: commands in the record are run from here
+TOKENS_LINE = "tokens per iteration will be:"
+ITER_RE = re.compile(r"^(\d+) \| loss ")
+EVAL_RE = re.compile(r"^step (\d+): train loss (\S+), val loss (\S+)$")
+PARAMS_RE = re.compile(r"^num (decayed|non-decayed) parameter tensors: ([\d,]+), with ([\d,]+) parameters$")
+ELIDED = "..."
+SAMPLE_FILE = "sample.txt"
+
+# *** the run directory ***
+
+def find_run(path: str) -> Path:
+  """RUN_DIR as given, or runs/RUN_DIR as `train --out_dir` names it; it must hold config.json and train.log."""
+  from tinystory.train import RUNS_DIR
+  p = Path(path)
+  if not p.exists() and not p.is_absolute() and (RUNS_DIR / p).exists(): p = RUNS_DIR / p
+  if not p.is_dir(): raise UserError(f"run dir {path} does not exist (give a directory made by `python cli.py train`)")
+  for f in ("config.json", "train.log"):
+    if not (p / f).exists(): raise UserError(f"{path} is not a run dir: it has no {f} (expected a directory made by `python cli.py train`)")
+  return p
+
+def read_text(path: Path) -> str:
+  try: return path.read_text(encoding="utf-8")
+  except UnicodeDecodeError as e: raise UserError(f"cannot read {path}: not UTF-8 text (byte {e.start})") from None
+  except OSError as e: raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+def read_config(rdir: Path) -> dict:
+  try: cfg = json.loads(read_text(rdir / "config.json"))
+  except json.JSONDecodeError as e: raise UserError(f"{rdir / 'config.json'} is not valid JSON (line {e.lineno})") from None
+  for k in ("options", "model_args", "data_meta", "tokenizer", "versions", "commands"):
+    if k not in cfg: raise UserError(f"{rdir / 'config.json'} lacks {k!r}: not a config written by `python cli.py train`")
+  if not cfg["commands"]: raise UserError(f"{rdir / 'config.json'} lists no training command")
+  return cfg
+
+def read_metrics(rdir: Path) -> tuple[list[dict], list[dict]]:
+  """(iteration records, eval records) of metrics.jsonl, in file order. A torn last line (a killed run) is skipped."""
+  path = rdir / "metrics.jsonl"
+  if not path.exists(): raise UserError(f"{rdir} has no metrics.jsonl: not a run dir made by `python cli.py train`")
+  text = read_text(path)
+  iters, evals = [], []
+  for n, line in enumerate(text.splitlines(), 1):
+    try: rec = json.loads(line)
+    except json.JSONDecodeError:
+      if n == len(text.splitlines()) and not text.endswith("\n"): break
+      raise UserError(f"{path} line {n} is not JSON") from None
+    (evals if "val_loss" in rec else iters).append(rec)
+  return iters, evals
+
+def last_per_iter(records: list[dict]) -> list[dict]:
+  """One record per iteration, the last one written (a resume from an earlier checkpoint repeats iterations)."""
+  return sorted({r["iter"]: r for r in records}.values(), key=lambda r: r["iter"])
+
+def wall_time(records: list[dict]) -> float:
+  """Seconds over every invocation: `time` counts from each invocation's start, so it drops when a new one begins."""
+  total, last = 0.0, 0.0
+  for r in records:
+    if r["time"] < last: total += last
+    last = r["time"]
+  return total + last
+
+# *** train.log: invocations, commands, excerpts ***
+
+def invocations(lines: list[str]) -> list[list[str]]:
+  """train.log split into the `train` invocations that wrote it: each begins with its `Overriding:` lines, then
+  `tokens per iteration will be: ...`. Lines before the first invocation are dropped."""
+  starts, prev = [], -1
+  for i, line in enumerate(lines):
+    if line.startswith(TOKENS_LINE):
+      j = i
+      while j - 1 > prev and lines[j - 1].startswith("Overriding: "): j -= 1
+      starts.append(j)
+      prev = i
+  return [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
+
+def ran(invocation: list[str]) -> bool:
+  """Whether an invocation got to its training loop (and so to config.json's `commands`); one that failed on its
+  options or data stopped before its first eval or iteration line."""
+  return any(EVAL_RE.match(l) or ITER_RE.match(l) for l in invocation)
+
+def command_options(command: str) -> list[list[str]]:
+  """The options of a `... train OPTIONS` command line: one list of words each, `--k=v` or `--k v`."""
+  words = shlex.split(command)
+  if "train" not in words: raise UserError(f"config.json: {command!r} is not a `train` command")
+  opts, rest = [], words[words.index("train") + 1:]
+  while rest:
+    n = 2 if len(rest) > 1 and "=" not in rest[0] and rest[0].startswith("--") and not rest[1].startswith("--") else 1
+    opts.append(rest[:n])
+    rest = rest[n:]
+  return opts
+
+def command_lines(command: str, prompt: str) -> list[str]:
+  """A `train` command as `python cli.py train`, one option per line (as typed), with ` \\` continuations."""
+  lines = [f"{prompt} python cli.py train".lstrip()] + ["  " + shlex.join(o) for o in command_options(command)]
+  return [l + " \\" for l in lines[:-1]] + lines[-1:]
+
+def drop_extra_overrides(invocation: list[str], command: str) -> list[str]:
+  """An invocation's lines without the Overriding lines of a failed attempt just before it (one that stopped on a bad
+  --device, before its first other line): the command's own options are the last ones."""
+  n_over = next(i for i, l in enumerate(invocation) if not l.startswith("Overriding: "))
+  keys = {o[0].split("=")[0].lstrip("-").replace("-", "_") for o in command_options(command)}
+  return invocation[max(0, n_over - len(keys)):]
+
+def parse_windows(specs: list[str]) -> list[tuple[int, int]]:
+  """'700-710,53100-53105' (and repeats of the option) -> [(700, 710), (53100, 53105)], inclusive; 'N' is N-N."""
+  out = []
+  for spec in specs:
+    for part in filter(None, spec.split(",")):
+      m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+      if not m or (m[2] and int(m[2]) < int(m[1])):
+        raise UserError(f"--windows {spec!r}: expected iteration ranges START-END (START <= END), comma-separated, e.g. 700-710")
+      out.append((int(m[1]), int(m[2] or m[1])))
+  return out
+
+def excerpt(lines: list[str], head: int, tail: int, windows: list[tuple[int, int]]) -> list[str]:
+  """The kept lines of one invocation: all but iteration lines, then the first `head` and last `tail` iteration
+  lines and those whose iteration number is in a window; each run of dropped lines becomes one `...` line."""
+  iters = [i for i, l in enumerate(lines) if ITER_RE.match(l)]
+  keep = (set(range(len(lines))) - set(iters)) | set(iters[:head]) | set(iters[len(iters) - tail:] if tail else ())
+  keep |= {i for i in iters if any(a <= int(ITER_RE.match(lines[i])[1]) <= b for a, b in windows)}
+  out, dropped = [], False
+  for i, line in enumerate(lines):
+    if i not in keep: dropped = True; continue
+    if dropped: out.append(ELIDED)
+    out.append(line)
+    dropped = False
+  return out + [ELIDED] * dropped
+
+def training_section(log_lines: list[str], commands: list[str], prompt: str, head: int, tail: int,
+                     windows: list[tuple[int, int]]) -> list[str]:
+  """Each invocation that ran, after its command (when config.json's commands pair up with them), excerpted."""
+  runs = [inv for inv in invocations(log_lines) if ran(inv)]
+  if not runs: raise UserError("train.log holds no training: no eval or iteration line after a `tokens per iteration` line")
+  if len(runs) != len(commands):
+    log(f"warning: train.log shows {len(runs)} invocations of train but config.json lists {len(commands)} commands: "
+        "only the first invocation is shown with its command")
+    commands = commands[:1]
+  out = []
+  for i, inv in enumerate(runs):
+    if i < len(commands): out += command_lines(commands[i], prompt)
+    out += excerpt(drop_extra_overrides(inv, commands[i]) if i < len(commands) else inv, head, tail, windows)
+  return out
+
+# *** the sample ***
+
+class _Collect(logging.Handler):
+  def __init__(self, chunks: list[str]):
+    super().__init__()
+    self.chunks = chunks
+  def emit(self, record): self.chunks.append(record.getMessage() + "\n")
+
+def shown_path(p: Path) -> str:
+  """A path as it is typed in the project root: relative to it when inside it, else absolute."""
+  p = p.resolve()
+  return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+def sample_command(rdir: Path, overrides: list[tuple[str, object]]) -> tuple[str, list[tuple[str, object]]]:
+  """(the `sample` command that reproduces the sample, its overrides in the order that command gives them)."""
+  overrides = [("checkpoint", shown_path(rdir)), *overrides]
+  return "python cli.py sample" + "".join(f" --{k}={shlex.quote(str(v))}" for k, v in overrides), overrides
+
+def run_sample(rdir: Path, options: dict, overrides: list[tuple[str, object]], write: Callable[[str], None]) -> tuple[str, str]:
+  """Sample from the run's checkpoint in-process: (the command, everything it prints: its log lines and the text, in
+  order). `options` are SampleConfig fields besides checkpoint; `overrides` those given on the command line."""
+  from tinystory.sample import SampleConfig, sample
+  command, overrides = sample_command(rdir, overrides)
+  chunks: list[str] = []
+  def collect(text: str):
+    chunks.append(text)
+    write(text)
+  handler = _Collect(chunks)
+  logger.addHandler(handler)
+  try: sample(SampleConfig(**options, checkpoint=str(rdir.resolve())), overrides=overrides, write=collect)
+  finally: logger.removeHandler(handler)
+  return command, "".join(chunks)
+
+def saved_sample(rdir: Path) -> tuple[str, str]:
+  """(command, output) of RUN_DIR/sample.txt: its first line is the command, the rest what it printed."""
+  from tinystory.train import find_checkpoint
+  path = rdir / SAMPLE_FILE
+  if not path.exists():
+    raise UserError(f"--no-sample: {path} does not exist; export once with --sample (the default) to sample and save one")
+  if path.stat().st_mtime < (find_checkpoint(rdir) / "ckpt.json").stat().st_mtime:
+    raise UserError(f"--no-sample: {path} is older than the run's checkpoint, so it is not a sample of it; export with --sample")
+  command, _, output = read_text(path).partition("\n")
+  if not command.startswith("python cli.py sample"): raise UserError(f"{path} does not start with a `python cli.py sample` command line")
+  return command, output
+
+# *** the summary ***
+
+SPARKS = "▁▂▃▄▅▆▇█"
+
+def sparkline(values: list[float], width: int = 60) -> str:
+  """`values` as at most `width` block characters (means of equal runs of values), lowest ▁, highest █, on a log
+  scale when all are positive (a loss falls fast, then slowly: linear would flatten all but the start)."""
+  if not values: return ""
+  cols = min(width, len(values))
+  means = [sum(c) / len(c) for c in (values[len(values) * j // cols:len(values) * (j + 1) // cols] for j in range(cols))]
+  if min(means) > 0: means = [math.log(m) for m in means]
+  lo, hi = min(means), max(means)
+  return "".join(SPARKS[round((m - lo) / (hi - lo) * (len(SPARKS) - 1)) if hi > lo else 0] for m in means)
+
+def source_name(source: dict) -> str: return source["path"] if "path" in source else f"synthetic:{source['synthetic']}"
+
+def summary_lines(rdir: Path, cfg: dict, log_lines: list[str], sample_note: str) -> list[str]:
+  """The record's own table of the run: `name  value` rows. Logged numbers are quoted from train.log as logged."""
+  from tinystory.train import find_checkpoint, fmt_duration
+  all_iters, evals = read_metrics(rdir)
+  iters, evals = last_per_iter(all_iters), last_per_iter(evals)
+  o, v, tok = cfg["options"], cfg["versions"], cfg["tokenizer"]
+  rows = [("data", f"{source_name(s)} sha256 {s['sha256']}") for s in cfg["data_meta"]["sources"]]
+  rows.append(("tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, sha256 {tok['sha256']}"))
+  params = {m[1]: (m[2], m[3]) for m in map(PARAMS_RE.match, log_lines) if m}
+  if len(params) == 2:
+    (nd, pd), (nn, pn) = params["decayed"], params["non-decayed"]
+    total = int(pd.replace(",", "")) + int(pn.replace(",", ""))
+    rows.append(("parameters", f"{total:,} ({pd} decayed in {nd} tensors + {pn} non-decayed in {nn} tensors)"))
+  if iters:
+    per_iter = o["gradient_accumulation_steps"] * o["batch_size"] * o["max_seq_len"]
+    rows.append(("iterations", f"{iters[-1]['iter'] + 1:,} (0 to {iters[-1]['iter']:,}), {per_iter:,} tokens each"))
+    rows.append(("tokens seen", f"{iters[-1]['tokens']:,}"))
+  rows.append(("wall time", f"{fmt_duration(wall_time(all_iters))} (all invocations, evals included)"))
+  best = min((m for m in map(EVAL_RE.match, log_lines) if m), key=lambda m: float(m[3]), default=None)
+  if best: rows.append(("best val loss", f"{best[3]} at step {best[1]} (train loss {best[2]})"))
+  ck = find_checkpoint(rdir)
+  rows.append(("checkpoint", f"{shown_path(ck)} (step {json.loads(read_text(ck / 'ckpt.json'))['iter_num']:,})"))
+  rows.append(("sample", sample_note))
+  rows.append(("machine", f"{v['machine']}; --device={o['device']} --dtype={o.get('dtype', 'float32')} --compile={o['compile']}"))
+  rows.append(("versions", f"tinystory {v['tinystory']}, tinygrad {v['tinygrad']}, numpy {v['numpy']}, python {v['python']}"))
+  if iters:
+    losses = [r["loss"] for r in iters]
+    rows.append(("train loss", f"{sparkline(losses)}  {losses[0]:.4f} -> {losses[-1]:.4f} over {len(losses):,} iterations"))
+  if evals:
+    vals = [r["val_loss"] for r in evals]
+    rows.append(("val loss", f"{sparkline(vals)}  {vals[0]:.4f} -> {vals[-1]:.4f} over {len(vals):,} evals"))
+  if (rdir / "loss.png").exists(): rows.append(("loss plot", shown_path(rdir / "loss.png")))
+  w = max(len(k) for k, _ in rows)
+  return [f"{k:<{w}}  {val}" for k, val in rows]
+
+# *** the record ***
+
+def dir_prompt(prompt: str) -> str:
+  """The Training section's prompt: the Running one without its `user@host` word, as in the seed's record."""
+  first, _, rest = prompt.partition(" ")
+  return rest if "@" in first and rest else prompt
+
+def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict, sample_overrides: list[tuple[str, object]],
+               head: int, tail: int, windows: list[str], prompt: str, write: Callable[[str], None] = lambda s: None) -> Path:
+  """Write the record of the run in `run_dir` to `out` (default RUN_DIR/train-<run name>.sh) and return its path.
+  sample=True samples now with `sample_options` (SampleConfig fields; `sample_overrides` are those given, in order),
+  streaming the text through `write`, and saves it as RUN_DIR/sample.txt; sample=False reuses that file."""
+  from tinystory.train import find_checkpoint, write_atomic
+  rdir = find_run(run_dir)
+  cfg, log_lines = read_config(rdir), read_text(rdir / "train.log").splitlines()
+  find_checkpoint(rdir)  # before anything slow: a run with no checkpoint yet has nothing to sample or show
+  out_path = Path(out) if out else rdir / f"train-{rdir.resolve().name}.sh"
+  if not out_path.parent.is_dir(): raise UserError(f"--out {out}: directory {out_path.parent} does not exist")
+  training = training_section(log_lines, cfg["commands"], dir_prompt(prompt), head, tail, parse_windows(windows))
+  if sample:
+    command, output = run_sample(rdir, sample_options, sample_overrides, write)
+    write_atomic(rdir / SAMPLE_FILE, command + "\n" + output)
+    note = f"made by the command above at export time; saved as {shown_path(rdir / SAMPLE_FILE)}"
+  else:
+    command, output = saved_sample(rdir)
+    log(f"using the sample saved in {rdir / SAMPLE_FILE}")
+    note = f"reused from {shown_path(rdir / SAMPLE_FILE)} (made by the command above at an earlier export)"
+  text = ("### Running:\n\n" + f"{prompt} {command}".lstrip() + f"\n{output}" + ("" if output.endswith("\n") else "\n") +
+          "\n### Training:\n\n" + "\n".join(training) + "\n\n\n" +
+          "### Run summary (added by `python cli.py export-log`; not output of the commands above)\n\n" +
+          "\n".join(summary_lines(rdir, cfg, log_lines, note)) + "\n")
+  write_atomic(out_path, text)
+  return out_path
