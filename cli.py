@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
 """tinystory's command line: parses options and calls the package (`python cli.py --help`)."""
+import sys
 import click
 from tinystory import UserError
 from tinystory.log import log_to_console
@@ -7,6 +8,10 @@ from tinystory.log import log_to_console
 class Group(click.Group):
   """A click group that turns a UserError from the package into a one-line `Error: ...` and exit status 1."""
   group_class = type
+  def main(self, args=None, *a, **kw):
+    # keep the command line as typed (e.g. for a run's config.json); click's test runner passes args, not sys.argv
+    args = list(sys.argv[1:] if args is None else args)
+    return super().main(args, *a, obj={"argv": args}, **kw)
   def invoke(self, ctx):
     try: return super().invoke(ctx)
     except UserError as e: raise click.ClickException(str(e)) from None
@@ -84,7 +89,6 @@ def tokenizer_info(file, text, text_file):
 @click.argument("text", required=False)
 def tokenizer_encode(file, bos, text):
   """Print the token ids of TEXT (or of stdin, read whole), space-separated."""
-  import sys
   from tinystory.tokenizer import load_tokenizer
   tok = load_tokenizer(file)
   click.echo(" ".join(map(str, tok.encode(sys.stdin.read() if text is None else text, bos=bos))))
@@ -94,7 +98,6 @@ def tokenizer_encode(file, bos, text):
 @click.argument("ids", nargs=-1)
 def tokenizer_decode(file, ids):
   """Print the text of token IDS (or of the space-separated ids on stdin) and a newline."""
-  import sys
   from tinystory.tokenizer import load_tokenizer
   tok = load_tokenizer(file)
   def token_id(word: str) -> int:  # the range is checked by decode
@@ -149,6 +152,33 @@ def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_e
             progress=_progress_bar(stack, "encoding stories"))
   log(f"data prepare took {time.perf_counter() - t0:.1f}s")
 
+# ---- bench ----
+
+def _config_pair(ctx, param, values):
+  """--config NAME=VALUE (repeatable) -> dict of ModelArgs overrides, values parsed as Python literals."""
+  import ast
+  out = {}
+  for v in values:
+    name, eq, val = v.partition("=")
+    if not eq: raise click.BadParameter(f"{v!r}: expected NAME=VALUE, e.g. dim=256")
+    try: out[name] = ast.literal_eval(val)
+    except (ValueError, SyntaxError): out[name] = val
+  return out
+
+@cli.command()
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="also write the results as JSON here")
+@click.option("--config", "overrides", multiple=True, callback=_config_pair, metavar="NAME=VALUE",
+              help="ModelArgs override of the seed config (repeatable), e.g. --config dim=256")
+@click.option("--batch-size", "--batch_size", default=64, show_default=True)
+@click.option("--steps", default=5, show_default=True, help="timed training steps, after 2 warm-up (compile) steps")
+@click.option("--new-tokens", "--new_tokens", default=500, show_default=True, help="sampled tokens to time")
+@click.option("--against", type=click.Choice(["torch"]), multiple=True, help="also measure PyTorch (pip install '.[bench]')")
+@click.option("--beam", default=0, show_default=True, help="tinygrad BEAM search width for kernels (slow once, cached)")
+def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam):
+  """Training and sampling speed of the seed config; with --against torch, PyTorch's in the same run, as ratios."""
+  from tinystory.bench import bench as run_bench
+  run_bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path)
+
 # ---- train ----
 
 def llama2c_options(fields, helps: dict[str, str]):
@@ -192,7 +222,7 @@ TRAIN_HELP = {
 def train(ctx, **options):
   """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's)."""
   from tinystory.train import TrainConfig, train as run_training
-  run_training(TrainConfig(**options), overrides=ctx.meta.get("overrides", []))
+  run_training(TrainConfig(**options), overrides=ctx.meta.get("overrides", []), argv=ctx.obj["argv"])
 
 # ---- sample ----
 # (after the train section: its options are made by llama2c_options, defined there)
@@ -224,7 +254,6 @@ def sample(ctx, preamble, **options):
   """Sample from a checkpoint (llama2.c's sample.py options), streaming the text as it is generated.
 
   A generated BOS starts a new story: it shows as a blank line. Each sample ends with a line of dashes."""
-  import sys
   from tinystory.sample import SampleConfig, sample as run_sampling
   def write(text: str):
     sys.stdout.write(text)
@@ -252,7 +281,6 @@ def sample(ctx, preamble, **options):
 def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **sample_options):
   """Write the run record of RUN_DIR: the sampling command and its output, each training command and the run's log
   (excerpted, lines copied verbatim), then a summary. Sampling options (those of `sample`) choose the sample."""
-  import sys
   from tinystory.export import export_log as run_export
   from tinystory.log import log
   overrides = ctx.meta.get("overrides", [])
@@ -276,7 +304,6 @@ def plot(run_dir, out, logx):
 
 def main():
   """Run the CLI; a usage mistake prints one line (`Error: ...`) and exits 2, a bad value or file exits 1."""
-  import sys
   try: cli.main(standalone_mode=False)
   except click.exceptions.Abort: sys.exit("Aborted.")
   except click.ClickException as e:

@@ -30,7 +30,7 @@ SEED_CMD = """--out_dir=outminimagic19 --batch_size=64 --max_seq_len=128 --gradi
 
 def capture_train(monkeypatch):
   got = {}
-  def fake_train(cfg, overrides=()): got.update(cfg=cfg, overrides=list(overrides))
+  def fake_train(cfg, overrides=(), argv=None): got.update(cfg=cfg, overrides=list(overrides), argv=argv)
   monkeypatch.setattr("tinystory.train.train", fake_train)
   return got
 
@@ -43,6 +43,7 @@ def test_seed_command_line_parses_as_llama2c(monkeypatch):
   # the Overriding lines follow the command line's order, with llama2.c's value formatting
   assert [k for k, _ in got["overrides"]] == [a[2:].split("=")[0] for a in SEED_CMD]
   assert dict(got["overrides"])["learning_rate"] == 0.0003 and dict(got["overrides"])["compile"] is False
+  assert got["argv"] == ["train", *SEED_CMD]  # recorded as typed, for config.json
 
 def test_dash_spelling_and_booleans(monkeypatch):
   got = capture_train(monkeypatch)
@@ -153,7 +154,8 @@ def test_log_format_cadence_and_records(tmp_path):
   assert [m["iter"] for m in metrics if "val_loss" in m] == [0, 3, 6]
   assert metrics[-1]["tokens"] == 7 * 64 and all({"lr", "dt", "time"} <= set(m) for m in metrics if "loss" in m)
   cfg = json.loads((rdir / "config.json").read_text())
-  assert cfg["options"]["dim"] == 16 and cfg["versions"]["tinygrad"] and "train" in cfg["commands"][0]
+  assert cfg["options"]["dim"] == 16 and cfg["versions"]["tinygrad"]
+  assert cfg["commands"] == [f"python cli.py train --out_dir={rdir} " + " ".join(TINY) + " --max_iters=6 --eval_interval=3 --warmup_iters=2 --learning_rate=1e-2"]
   assert (rdir / "tokenizer.tok").is_file()
 
 def test_resume_is_exact(tmp_path):

@@ -18,11 +18,16 @@ def log_to_console(stream=None) -> logging.Handler:
     if getattr(h, "tinystory_console", False):
       h.setStream(stream or sys.stdout)
       return h
-  h = logging.StreamHandler(stream or sys.stdout)
+  h = _ConsoleHandler(stream or sys.stdout)
   h.setFormatter(logging.Formatter("%(message)s"))
   h.tinystory_console = True
   logger.addHandler(h)
   return h
+
+class _ConsoleHandler(logging.StreamHandler):
+  def handleError(self, record):
+    # `... | head` closed the pipe: drop the message quietly (the text stream's own write then ends the command)
+    if not isinstance(sys.exc_info()[1], BrokenPipeError): super().handleError(record)
 
 class _FlushingFileHandler(logging.FileHandler):
   def emit(self, record):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 import numpy as np
-from tinygrad import Tensor, dtypes
+from tinygrad import Tensor
 from tinystory import UserError
 
 UNEMBEDDINGS = ("pinv", "tied", "untied")

@@ -286,7 +286,8 @@ class Interrupted:
 
 def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None) -> dict:
   """Run training as llama2.c's train.py does; `overrides` are the options given on the command line, in order (they
-  are logged as `Overriding: k = v`). Returns a summary dict (iterations, best val loss, run dir)."""
+  are logged as `Overriding: k = v`); `argv` is the command line after `cli.py` (default: this process's), recorded in
+  config.json so that the run can be reproduced. Returns a summary dict (iterations, best val loss, run dir)."""
   validate(cfg)
   rdir = run_dir(cfg)
   if cfg.init_from == "scratch" and (rdir / CKPT).exists():
@@ -294,7 +295,7 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   rdir.mkdir(parents=True, exist_ok=True)
   handler = log_to_file(rdir / "train.log")
   try:
-    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, argv or sys.argv, interrupted)
+    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted)
   finally: stop_logging_to(handler)
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
@@ -362,7 +363,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, shard_dir=str(shard_dir),
                     data_meta=pretok.load_meta(shard_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
                     "vocab_size": tok.vocab_size, "sha256": tok.sha256}, versions=versions(),
-                    commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv[1:]])])
+                    commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
   write_atomic(config_path, json.dumps(run_config, indent=1))
   metrics = open(rdir / "metrics.jsonl", "a", encoding="utf-8")
   def record(**kw):

@@ -1,0 +1,136 @@
+"""`python cli.py bench`: training and sampling speed of the seed config, side by side with PyTorch in the same run.
+
+Each measurement runs in its own process (`python -m tinystory.bench --worker train|sample ...`), so its peak RSS and
+its compile caches are its own. This machine class is shared and noisy: compare ratios from one bench run, not
+absolute numbers from different runs; the JSON records the load average before and after.
+"""
+import argparse, json, os, platform, resource, statistics, subprocess, sys, time
+from pathlib import Path
+from tinystory import UserError
+from tinystory.log import log
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1, norm_eps=1e-5,
+            max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")
+
+def peak_rss_mb() -> float:
+  kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return kb / (1 << 20) if sys.platform == "darwin" else kb / 1024  # bytes on macOS, KiB on Linux
+
+# *** workers: one measurement each, printing one JSON object ***
+
+def measure_train(cfg: dict, batch_size: int, steps: int) -> dict:
+  """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens."""
+  import numpy as np
+  from tinygrad import Tensor
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainConfig, TrainSteps
+  t0 = time.perf_counter()
+  model = Transformer(ModelArgs(**cfg), seed=1337)
+  steps_ = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
+  rng = np.random.default_rng(0)
+  times, first_step_s = [], None
+  for _ in range(steps + 2):  # TinyJit: the 1st call compiles, the 2nd captures, the rest replay
+    x, y = (Tensor(rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"]))) for _ in range(2))
+    t = time.perf_counter()
+    loss = steps_.micro_step(x, y)
+    steps_.update(1e-4)
+    loss.item()
+    times.append(time.perf_counter() - t)
+    if first_step_s is None: first_step_s = time.perf_counter() - t0  # model init + compiling every kernel
+  step = statistics.median(times[2:])
+  return {"first_step_s": first_step_s, "train_step_s": step, "train_tokens_per_s": batch_size * cfg["max_seq_len"] / step,
+          "peak_rss_mb": peak_rss_mb()}
+
+def measure_sample(cfg: dict, new_tokens: int) -> dict:
+  """sample.py's KV-cached generation (greedy, so the work per token does not depend on the draws), window = max_seq_len."""
+  import numpy as np
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.sample import CachedDecoder, generate
+  model = Transformer(ModelArgs(**{**cfg, "dropout": 0.0}), seed=1337)
+  decoder = CachedDecoder(model)
+  t = time.perf_counter()
+  for _ in generate(decoder, [1], 8, np.argmax): pass  # compile the step and the prefill
+  first = time.perf_counter() - t
+  t = time.perf_counter()
+  for _ in generate(decoder, [1], new_tokens, np.argmax): pass
+  dt = time.perf_counter() - t
+  return {"sample_first_s": first, "sample_tokens_per_s": new_tokens / dt, "peak_rss_mb": peak_rss_mb()}
+
+def worker(argv: list[str]) -> None:
+  p = argparse.ArgumentParser()
+  p.add_argument("--worker", choices=["train", "sample"], required=True)
+  p.add_argument("--cfg", type=json.loads, default={})
+  p.add_argument("--batch-size", type=int, default=64)
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--new-tokens", type=int, default=500)
+  a = p.parse_args(argv)
+  cfg = {**SEED, **a.cfg}
+  out = measure_train(cfg, a.batch_size, a.steps) if a.worker == "train" else measure_sample(cfg, a.new_tokens)
+  print(json.dumps(out))
+
+# *** the bench command: run the workers, print ratios ***
+
+def run_worker(cmd: list[str], env: dict) -> dict:
+  p = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+  if p.returncode != 0:
+    tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
+    raise UserError(f"benchmark worker `{' '.join(cmd)}` failed: {tail}")
+  return json.loads(p.stdout.strip().splitlines()[-1])
+
+def torch_available() -> bool:
+  from importlib.util import find_spec
+  return find_spec("torch") is not None
+
+def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, new_tokens: int = 500,
+          against: tuple[str, ...] = (), beam: int = 0, json_path: str | None = None) -> dict:
+  """Measure tinygrad training and sampling (and PyTorch's, with against=('torch',)); log a table, return the results."""
+  from tinystory.model import ModelArgs
+  cfg = {**SEED, **(overrides or {})}
+  ModelArgs(**cfg)  # validate before spending minutes
+  if steps < 1 or new_tokens < 1 or batch_size < 1: raise UserError("--steps, --new-tokens and --batch-size must be positive")
+  if "torch" in against and not torch_available():
+    raise UserError("--against torch needs PyTorch: pip install '.[bench]' (a CPU build: pip install torch==2.13.0)")
+  env = {**os.environ, **({"BEAM": str(beam)} if beam else {})}
+  args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens)]
+  res = {"config": cfg, "batch_size": batch_size, "beam": beam, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+         "loadavg_before": os.getloadavg()[0]}
+  log(f"bench: {ModelArgs(**cfg)}, batch {batch_size}, {steps} timed steps after 2 warm-up steps")
+  log("tinygrad: training ...")
+  res.update(run_worker(["tinystory.bench", "--worker", "train", *args], env))
+  log("tinygrad: sampling ...")
+  s = run_worker(["tinystory.bench", "--worker", "sample", *args], env)
+  res.update(sample_tokens_per_s=s["sample_tokens_per_s"], sample_first_s=s["sample_first_s"], sample_peak_rss_mb=s["peak_rss_mb"])
+  if "torch" in against:
+    targs = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps + 1),
+             "--new-tokens", str(min(new_tokens, 200)), "--window", str(cfg["max_seq_len"]), "--json"]
+    res["against"] = {}
+    for name, compile in (("torch_eager", 0), ("torch_compile", 1)):
+      log(f"{name}: training ...")
+      res["against"][name] = run_worker(["bench.torch_llama", "--mode", "train", "--compile", str(compile), *targs], env)
+    log("torch_eager: sampling (llama2.c's sample.py: no KV cache) ...")
+    ts = run_worker(["bench.torch_llama", "--mode", "sample", "--compile", "0", *targs], env)
+    res["against"]["torch_eager"].update(sample_tokens_per_s=ts["sample_tokens_per_s"], sample_peak_rss_mb=ts["peak_rss_mb"])
+    for name, r in res["against"].items():
+      r["train_speed_ratio"] = res["train_tokens_per_s"] / r["train_tokens_per_s"]
+      if "sample_tokens_per_s" in r: r["sample_speed_ratio"] = res["sample_tokens_per_s"] / r["sample_tokens_per_s"]
+  res["loadavg_after"] = os.getloadavg()[0]
+  for line in report(res): log(line)
+  if json_path:
+    tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1))
+    os.replace(tmp, json_path)
+  return res
+
+def report(res: dict) -> list[str]:
+  rows = [("tinygrad", res)] + list(res.get("against", {}).items())
+  fmt = lambda v, f: "-" if v is None else format(v, f)
+  lines = [f"{'':14} {'step s':>8} {'tok/s':>8} {'first s':>8} {'RSS MB':>8} {'sample tok/s':>13} {'x train':>8} {'x sample':>9}"]
+  for name, r in rows:
+    lines.append(f"{name:14} {fmt(r['train_step_s'], '8.3f')} {fmt(r['train_tokens_per_s'], '8,.0f')} "
+                 f"{fmt(r['first_step_s'], '8.1f')} {fmt(r['peak_rss_mb'], '8,.0f')} {fmt(r.get('sample_tokens_per_s'), '13,.0f')} "
+                 f"{fmt(r.get('train_speed_ratio'), '8.2f')} {fmt(r.get('sample_speed_ratio'), '9.2f')}")
+  lines.append(f"(x = tinygrad's speed / that row's; load average {res['loadavg_before']:.1f} before, {res['loadavg_after']:.1f} after)")
+  return lines
+
+if __name__ == "__main__": worker(sys.argv[1:])
