@@ -9,9 +9,14 @@ STAMP  := $(VENV)/.installed
 DEMO   := runs/demo
 
 .PHONY: demo test smoke clang
+# a 100k-parameter model, a few minutes on a laptop; a second `make demo` keeps the trained model and samples again
+DEMO_MODEL := --dim=64 --n_layers=2 --n_heads=4 --n_kv_heads=4 --max_seq_len=64 --dropout=0.0
 demo: $(STAMP) clang
 	$(PY) cli.py tokenizer fit --data synthetic --kind char --out $(DEMO)/char.tok
 	$(PY) cli.py data prepare --data synthetic --tokenizer $(DEMO)/char.tok --out $(DEMO)/shards
+	test -d $(DEMO)/run/ckpt || $(PY) cli.py train --out_dir=demo/run --data=$(DEMO)/shards $(DEMO_MODEL) \
+	  --batch_size=32 --max_iters=300 --eval_interval=100 --eval_iters=10 --warmup_iters=30 --learning_rate=2e-3
+	$(PY) cli.py sample --checkpoint=$(DEMO)/run --max_new_tokens=400 --temperature=0.8 --top_k=20 --start='Once upon a time'
 
 test: $(STAMP) clang
 	$(PY) -m pytest -q tests
@@ -22,6 +27,11 @@ smoke: $(STAMP) clang
 	$(PY) cli.py tokenizer fit --data $(SHARED) --kind char --out runs/smoke/char.tok
 	$(PY) cli.py tokenizer fit --data $(SHARED) --kind bpe --vocab-size 361 --out runs/smoke/bpe361.tok
 	$(PY) cli.py data prepare --data $(SHARED) --tokenizer runs/smoke/char.tok --out runs/smoke/shards
+	rm -rf runs/smoke/run
+	$(PY) cli.py train --out_dir=smoke/run --data=runs/smoke/shards --dim=32 --n_layers=2 --n_heads=4 --n_kv_heads=4 \
+	  --max_seq_len=64 --batch_size=16 --max_iters=20 --eval_interval=10 --eval_iters=2 --warmup_iters=5 --learning_rate=3e-3
+	$(PY) cli.py sample --checkpoint=runs/smoke/run --max_new_tokens=100 --temperature=0.8 --top_k=20
+	$(PY) cli.py export-log runs/smoke/run --max_new_tokens=100
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tinystory needs Python 3.11 or newer")'

@@ -198,10 +198,10 @@ def llama2c_options(fields, helps: dict[str, str]):
     return f
   return decorate
 
-def _train_fields():
-  import dataclasses
-  from tinystory.train import TrainConfig
-  return dataclasses.fields(TrainConfig)
+def config_fields(module: str, name: str):
+  """The fields of a config dataclass of the package (imported here, when the CLI module loads)."""
+  import dataclasses, importlib
+  return dataclasses.fields(getattr(importlib.import_module(module), name))
 
 TRAIN_HELP = {
   "out_dir": "run directory, relative to runs/ unless absolute",
@@ -217,7 +217,7 @@ TRAIN_HELP = {
 }
 
 @cli.command(context_settings={"max_content_width": 120})
-@llama2c_options(_train_fields(), TRAIN_HELP)
+@llama2c_options(config_fields("tinystory.train", "TrainConfig"), TRAIN_HELP)
 @click.pass_context
 def train(ctx, **options):
   """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's)."""
@@ -226,11 +226,6 @@ def train(ctx, **options):
 
 # ---- sample ----
 # (after the train section: its options are made by llama2c_options, defined there)
-
-def _sample_fields():
-  import dataclasses
-  from tinystory.sample import SampleConfig
-  return dataclasses.fields(SampleConfig)
 
 SAMPLE_HELP = {
   "checkpoint": "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest under runs/",
@@ -246,7 +241,7 @@ SAMPLE_HELP = {
 }
 
 @cli.command(context_settings={"max_content_width": 120})
-@llama2c_options(_sample_fields(), SAMPLE_HELP)
+@llama2c_options(config_fields("tinystory.sample", "SampleConfig"), SAMPLE_HELP)
 @click.option("--preamble/--no-preamble", default=True, show_default=True,
               help="Print the Overriding lines, ModelArgs and state-dict shapes before the text.")
 @click.pass_context
@@ -276,7 +271,7 @@ def sample(ctx, preamble, **options):
               "(e.g. 700-710,53100-53105); repeatable.")
 @click.option("--prompt", default="user@host tinystory %", show_default=True,
               help="Shell prompt shown before the commands (cosmetic); the Training section drops its user@host word.")
-@llama2c_options([f for f in _sample_fields() if f.name != "checkpoint"], SAMPLE_HELP)
+@llama2c_options([f for f in config_fields("tinystory.sample", "SampleConfig") if f.name != "checkpoint"], SAMPLE_HELP)
 @click.pass_context
 def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **sample_options):
   """Write the run record of RUN_DIR: the sampling command and its output, each training command and the run's log

@@ -1,4 +1,4 @@
-import hashlib, http.server, io, json, logging, re, socket, tarfile, threading
+import hashlib, http.server, io, json, re, socket, tarfile, threading
 from pathlib import Path
 import pytest
 from click.testing import CliRunner
@@ -6,7 +6,7 @@ from cli import cli
 from tinystory import UserError
 from tinystory.data import (TINYSTORIES_URL, cache_dir, describe_sources, download, expand_sources, iter_stories, resolve_sources,
                             sha256_file, sources_key)
-from tinystory.log import logger
+
 from tinystory.synthetic import synthetic_stories
 
 def raises(msg: str, fn, *args, **kw):
@@ -14,14 +14,6 @@ def raises(msg: str, fn, *args, **kw):
   assert str(e.value) == msg
 
 def stories(*sources, errors="strict") -> list[str]: return list(iter_stories([str(s) for s in sources], errors))
-
-@pytest.fixture
-def logged():
-  lines, h = [], logging.Handler()
-  h.emit = lambda record: lines.append(record.getMessage())
-  logger.addHandler(h)
-  yield lines
-  logger.removeHandler(h)
 
 def tar_gz(path, members: dict[str, bytes]):
   with tarfile.open(path, "w:gz") as tar:

@@ -1,10 +1,10 @@
-import json, logging, os, random
+import json, os, random
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError, pretok
-from tinystory.log import logger
+
 from tinystory.pretok import PretokDataset, check_tokenizer_matches, load_meta, prepare
 from tinystory.synthetic import synthetic_stories
 from tinystory.tokenizer import fit_tokenizer, load_tokenizer
@@ -14,14 +14,6 @@ STORIES = synthetic_stories(60)  # about 37,000 characters
 def raises(msg: str, fn, *args, **kw):
   with pytest.raises(UserError) as e: fn(*args, **kw)
   assert str(e.value) == msg
-
-@pytest.fixture
-def logged():
-  lines, h = [], logging.Handler()
-  h.emit = lambda record: lines.append(record.getMessage())
-  logger.addHandler(h)
-  yield lines
-  logger.removeHandler(h)
 
 @pytest.fixture
 def corpus(tmp_path):

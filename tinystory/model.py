@@ -124,8 +124,17 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float)
   """softmax(q k^T / sqrt(head_dim) + mask) v for q (B, H, Tq, hd) and k, v (B, H, Tk, hd); mask (Tq, Tk) of 0 / -inf."""
   scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]))
   if mask is not None: scores = scores + mask
+  # Tensor.softmax's ops, but with exp computed once: tinygrad's softmax recomputes exp (a ~50-op polynomial) over the
+  # (B, H, T, T) scores in its sum, its output and twice in the backward; the same floats, bit for bit
+  e = exp_saved(scores - scores.max(-1, keepdim=True).detach())
   # contiguous: without it the softmax is recomputed inside the (T x T) @ v matmul (1.7x slower when dropout is off)
-  return scores.softmax(-1).contiguous().dropout(dropout) @ v
+  return (e * e.sum(-1, keepdim=True).reciprocal()).contiguous().dropout(dropout) @ v
+
+def exp_saved(x: Tensor) -> Tensor:
+  """x.exp(), stored, with a backward that multiplies by the stored values instead of recomputing them. x - x.detach()
+  is zero (tinygrad folds it away in the forward pass) but carries the gradient: d/dx = e, as exp's own rule."""
+  e = x.exp().contiguous().detach()
+  return e + (x - x.detach()) * e
 
 def causal_mask(T: int) -> Tensor: return Tensor.full((T, T), float("-inf")).triu(1)
 

@@ -87,30 +87,68 @@ def read(t) -> np.ndarray:
   """A copy of a realized tensor's values: on CPU straight from its memory, without tinygrad's copy machinery."""
   return t.numpy() if (view := host_view(t)) is None else view.copy()
 
+def kernel_replay(jit, inputs: tuple) -> Callable[..., None] | None:
+  """`run(**var_values)` = the captured TinyJit `jit` run on `inputs` (the tensors it was captured with), by calling
+  its compiled C kernels straight from Python. tinygrad 0.14's CPU device has no graph executor, so the JIT dispatches
+  every kernel through Python at ~40 us each: most of a one-token step of ~60 tiny kernels. A call here costs ~1 us.
+  The buffers are the JIT's own, fixed at capture; a Variable's value is an argument the kernels that use it are
+  given. None where the kernels are not plain CPU programs (another device, tinygrad's HCQ2 mode): call the JIT."""
+  import ctypes
+  from tinygrad.engine.jit import _prepare_jit_inputs
+  from tinygrad.engine.realize import get_runtime, resolve_params, unwrap_multi
+  from tinygrad.runtime.ops_cpu import CPUProgram
+  from tinygrad.uop.ops import Ops
+  input_uops = _prepare_jit_inputs(inputs, {})[0]
+  calls, var_args = [], {}
+  for call in jit.captured.linear.src:
+    if (ast := call.src[0]).op is not Ops.PROGRAM or not all(isinstance(s, int) for s in ast.arg.global_size): return None
+    prg = get_runtime(dev := call.src[1].device, ast)
+    if not isinstance(prg, CPUProgram) or prg.lvp: return None
+    resolved = resolve_params(call, input_uops)
+    (bufs, _), = unwrap_multi(call, [resolved[i] for i in ast.arg.globals])
+    args = [ctypes.c_uint64(b.ensure_allocated().get_buf(dev).va_addr) for b in bufs]  # as CPUProgram.__call__ does
+    for v in ast.arg.vars:
+      args.append(ctypes.c_uint64(0))
+      if v.expr not in prg.runtimevars: var_args.setdefault(v.expr, []).append(args[-1])
+    core = prg.runtimevars.get("core_id")  # a kernel split over cores runs once per core id
+    for tid in range(ast.arg.global_size[0]):
+      calls.append((prg.fxn, tuple(ctypes.c_uint64(tid) if j == core else x for j, x in enumerate(args))))
+  def run(**values: int) -> None:
+    for name, v in values.items():
+      for arg in var_args.get(name, ()): arg.value = v
+    for fxn, args in calls: fxn(*args)
+  return run
+
 class CachedDecoder:
   """`next_logits(seq)` = the model's logits after the last max_seq_len tokens of `seq`, as llama2.c's generate
   computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
   the previous call's `seq`; `reset()` before an unrelated one."""
   def __init__(self, model, compile: bool = True, slide: int = 1):
-    from tinygrad import Tensor, TinyJit
-    a, L = model.args, model.args.max_seq_len
+    from tinygrad import Tensor, TinyJit, UOp
+    a, w, L = model.args, model.weights, model.args.max_seq_len
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
-    self.model, self.L, self.slide = model, L, slide
+    self.model, self.L, self.slide, self.compile = model, L, slide, compile
     self.kv = [Tensor.zeros(2, 1, a.kv_heads, L, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
-    # logits = h @ unembed; the model's logits of the identity are that matrix exactly (x*1 and +0 are exact), so a
-    # pinv unembedding is inverted once here instead of once per token
-    self.unembed = model.logits(Tensor.eye(a.dim)).contiguous().realize()
-    # host tables that make each step's input: embedding rows, RoPE rows, cache slots, causal mask rows
+    # each layer's q, k, v projections as one matrix: one matmul (one kernel) instead of three
+    self.wqkv = [Tensor.cat(*(w[f"layers.{i}.attention.{n}.weight"] for n in ("wq", "wk", "wv"))).contiguous().realize()
+                 for i in range(a.n_layers)]
+    # logits = h @ U; the model's logits of the identity are U exactly (x*1 and +0 are exact), so a pinv unembedding is
+    # inverted once here instead of once per token. Stored as U.T, (vocab, dim), rows contiguous like every weight:
+    # the matmul over a (dim, vocab) U reads it with a stride and is 5x slower
+    self.unembed = model.logits(Tensor.eye(a.dim)).T.contiguous().realize()
+    # host tables that make each step's input: embedding rows, RoPE rows, causal mask rows
     self.emb = model.weights["tok_embeddings.weight"].numpy()
     half = a.head_dim // 2
-    self.rows = np.concatenate([model.freqs_cos.numpy(), model.freqs_sin.numpy(), np.eye(L, dtype=np.float32),
+    self.rows = np.concatenate([model.freqs_cos.numpy(), model.freqs_sin.numpy(),
                                 np.triu(np.full((L, L), -np.inf, np.float32), 1)], axis=1)
-    self.sizes = [a.dim, half, half, L, L]
+    self.sizes = [a.dim, half, half, L]
     self.step_in = Tensor.zeros(1, sum(self.sizes)).contiguous().realize()
     self.fill_in = Tensor.zeros(L, a.dim).contiguous().realize()
     self.step_view, self.fill_view = host_view(self.step_in), host_view(self.fill_in)
+    self.pos = UOp.variable("pos", 0, L - 1)  # the step's cache slot: the JIT's kernels take it as an argument
     self._step = TinyJit(self.step_graph) if compile else self.step_graph
     self._fill = TinyJit(self.fill_graph) if compile else self.fill_graph
+    self.step_replay = self.fill_replay = None
     self.reset()
 
   def reset(self) -> None: self.start, self.n = 0, 0  # the cache holds the K/V of seq[start:start+n], positions 0..n-1
@@ -128,9 +166,12 @@ class CachedDecoder:
   def step(self, token: int) -> np.ndarray:
     """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
     self.upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
-    out = self._step(self.step_in)
+    if self.step_replay is not None: self.step_replay(pos=self.n)
+    else:
+      self.logits_out = self._step(self.step_in, self.pos.bind(self.n) if self.compile else self.n)
+      if self.compile and self._step.cnt > 2: self.step_replay = kernel_replay(self._step, (self.step_in,))
     self.n += 1
-    return read(out)
+    return read(self.logits_out)
 
   def prefill(self, tokens: list[int]) -> None:
     """Fill the cache with tokens at positions 0..len-1 in one batched forward, padded to max_seq_len rows: one
@@ -139,7 +180,10 @@ class CachedDecoder:
     rows = np.zeros(self.fill_in.shape, np.float32)
     rows[:len(tokens)] = self.emb[tokens]
     self.upload(self.fill_in, self.fill_view, rows)
-    self._fill(self.fill_in)
+    if self.fill_replay is not None: self.fill_replay()
+    else:
+      self._fill(self.fill_in)
+      if self.compile and self._fill.cnt > 2: self.fill_replay = kernel_replay(self._fill, (self.fill_in,))
     self.n = len(tokens)
 
   @staticmethod
@@ -150,18 +194,29 @@ class CachedDecoder:
 
   # the graphs (TinyJit captures them on their second call and replays the kernels after that)
 
-  def step_graph(self, inp):
+  def qkv(self, i: int, h, cos, sin):
+    """Layer i's queries (B, heads, T, head_dim) and keys and values (2, B, kv_heads, T, head_dim), RoPE applied to
+    queries and keys together: two kernels (and the norm's two)."""
+    from tinystory.model import rms_norm, rope
+    a = self.model.args
+    B, T, H, KV = *h.shape[:2], a.n_heads, a.kv_heads
+    x = rms_norm(h, self.model.weights[f"layers.{i}.attention_norm.weight"], a.norm_eps)
+    qkv = (x @ self.wqkv[i].T).reshape(B, T, H + 2 * KV, a.head_dim)
+    qk = rope(qkv[:, :, :H + KV], cos, sin)
+    return qk[:, :, :H].transpose(1, 2), qk[:, :, H:].stack(qkv[:, :, H + KV:]).transpose(2, 3)
+
+  def step_graph(self, inp, pos):
     from tinystory.model import rms_norm
-    from tinygrad import Tensor
-    m, a, w, L = self.model, self.model.args, self.model.weights, self.L
-    emb, cos, sin, slot, mask = inp.split(self.sizes, dim=1)
-    h, slot = emb.reshape(1, 1, a.dim), slot.reshape(1, 1, 1, L, 1) > 0
+    m, a, w = self.model, self.model.args, self.model.weights
+    emb, cos, sin, mask = inp.split(self.sizes, dim=1)
+    h = emb.reshape(1, 1, a.dim)
     for i in range(a.n_layers):
-      q, k, v = m.qkv(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin)
-      kv = self.kv[i].assign(slot.where(Tensor.stack(k, v), self.kv[i]))
-      h = h + m.attention_out(i, q, kv[0], kv[1], mask)
+      q, kv = self.qkv(i, h, cos, sin)
+      self.kv[i][:, :, :, pos:pos + 1].assign(kv)  # only the step's slot is written
+      h = h + m.attention_out(i, q, self.kv[i][0], self.kv[i][1], mask)
       h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
-    return (rms_norm(h, w["norm.weight"], a.norm_eps) @ self.unembed).reshape(-1).realize()
+    self.logits_out = (rms_norm(h, w["norm.weight"], a.norm_eps) @ self.unembed.T).reshape(-1).realize()
+    return self.logits_out
 
   def fill_graph(self, inp):
     from tinystory.model import rms_norm, causal_mask
@@ -169,10 +224,10 @@ class CachedDecoder:
     m, a, w, L = self.model, self.model.args, self.model.weights, self.L
     h, cos, sin, mask = inp.reshape(1, L, a.dim), m.freqs_cos, m.freqs_sin, causal_mask(L)
     for i in range(a.n_layers):
-      q, k, v = m.qkv(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin)
-      self.kv[i].assign(Tensor.stack(k, v))
+      q, kv = self.qkv(i, h, cos, sin)
+      self.kv[i].assign(kv)
       if i == a.n_layers - 1: break  # the last layer's outputs only matter at the step's position
-      h = h + m.attention_out(i, q, k, v, mask)
+      h = h + m.attention_out(i, q, kv[0], kv[1], mask)
       h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
     Tensor.realize(*self.kv)
 
