@@ -230,3 +230,9 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
   (tmp_path / "ckpt" / "ckpt.json").write_text("{not json")
   (tmp_path / "ckpt" / "model.safetensors").write_bytes(b"garbage")
   with pytest.raises(UserError, match="is unreadable or corrupt"): load_checkpoint(tmp_path)
+
+def test_dtype_on_cpu_is_float32_like_llama2c(tmp_path):
+  res, rdir = run_train(tmp_path, "--eval_only=True", "--dtype=bfloat16")
+  assert res.exit_code == 0, res.output
+  assert "note: --dtype=bfloat16 has no effect on the CPU (as in llama2.c): training in float32" in res.output
+  assert re.search(r"^step 0: train loss \d+\.\d{4}, val loss \d+\.\d{4}$", res.output, re.M) and not iter_lines(res.output)

@@ -173,7 +173,8 @@ class Transformer:
     q = linear(x, self.weights[p+"wq.weight"]).reshape(B, T, a.n_heads, a.head_dim)
     k = linear(x, self.weights[p+"wk.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
     v = linear(x, self.weights[p+"wv.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
-    return rope(q, cos, sin).transpose(1, 2), rope(k, cos, sin).transpose(1, 2), v.transpose(1, 2)
+    heads_first = lambda t: t.transpose(1, 2).contiguous().contiguous_backward()
+    return heads_first(rope(q, cos, sin)), heads_first(rope(k, cos, sin)), heads_first(v)
 
   def attention(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
     q, k, v = self.qkv(i, x, cos, sin)
@@ -185,7 +186,7 @@ class Transformer:
     rep = a.n_heads // a.kv_heads  # grouped-query attention: each kv head serves `rep` consecutive query heads
     if rep > 1: k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     B, _, T, _ = q.shape
-    out = attend(q, k, v, mask, a.dropout).transpose(1, 2).reshape(B, T, a.dim).contiguous()
+    out = attend(q, k, v, mask, a.dropout).contiguous().contiguous_backward().transpose(1, 2).reshape(B, T, a.dim).contiguous()
     return linear(out, self.weights[f"layers.{i}.attention.wo.weight"]).dropout(a.dropout)
 
   def feed_forward(self, i: int, x: Tensor) -> Tensor:

@@ -8,8 +8,10 @@ back a character split over several BPE tokens), then a line of dashes after eac
 new story: it is written as a blank line. The other specials write nothing (<unk> writes '⁇').
 
 The cache holds each layer's keys and values, (2, 1, kv_heads, max_seq_len, head_dim), and one TinyJit-compiled step
-of fixed shapes serves every position: the host passes the token's embedding row, its position's RoPE row, a one-hot
-cache slot and the attention mask row in one small input buffer. While the sequence fits the context, a token costs one
+of fixed shapes serves every position: the host passes the token's embedding row, its position's RoPE row and the
+attention mask row in one small input buffer, and the position as a Variable (the cache slot written). On CPU the
+captured kernels are then called straight from Python (kernel_replay), and the step's one-row matmuls are written so
+that they vectorise (matvec): ~0.3 ms a token instead of ~4. While the sequence fits the context, a token costs one
 step. Once it does not, the window slides, and since every hidden state depends on the window's first token nothing in
 the cache survives: the window is recomputed (one batched prefill, then the step). With `slide` = 1 (llama2.c) that is
 a recompute per token, exactly llama2.c's crop; `slide` = s > 1 drops the s oldest tokens at once and then decodes s
@@ -119,6 +121,14 @@ def kernel_replay(jit, inputs: tuple) -> Callable[..., None] | None:
     for fxn, args in calls: fxn(*args)
   return run
 
+def matvec(x, w):
+  """x @ w.T for one row x, with each output summed as 8 interleaved partial sums (one vector register) that are then
+  added up. tinygrad's own matmul of one row sums each output in one serial chain of adds: add latency bounds it, and
+  it is 4-7x slower here."""
+  O, I = w.shape
+  if I % 8: return x @ w.T
+  return (x.reshape(*x.shape[:-1], 1, I // 8, 8) * w.reshape(O, I // 8, 8)).sum(-2).sum(-1)
+
 class CachedDecoder:
   """`next_logits(seq)` = the model's logits after the last max_seq_len tokens of `seq`, as llama2.c's generate
   computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
@@ -129,12 +139,12 @@ class CachedDecoder:
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
     self.model, self.L, self.slide, self.compile = model, L, slide, compile
     self.kv = [Tensor.zeros(2, 1, a.kv_heads, L, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
-    # each layer's q, k, v projections as one matrix: one matmul (one kernel) instead of three
-    self.wqkv = [Tensor.cat(*(w[f"layers.{i}.attention.{n}.weight"] for n in ("wq", "wk", "wv"))).contiguous().realize()
-                 for i in range(a.n_layers)]
+    # each layer's q, k, v projections as one matrix, and the FFN's w1 and w3: one matmul (one kernel) for each group
+    def cat(*names): return Tensor.cat(*(w[n] for n in names)).contiguous().realize()
+    self.wqkv = [cat(*(f"layers.{i}.attention.{n}.weight" for n in ("wq", "wk", "wv"))) for i in range(a.n_layers)]
+    self.w13 = [cat(f"layers.{i}.feed_forward.w1.weight", f"layers.{i}.feed_forward.w3.weight") for i in range(a.n_layers)]
     # logits = h @ U; the model's logits of the identity are U exactly (x*1 and +0 are exact), so a pinv unembedding is
-    # inverted once here instead of once per token. Stored as U.T, (vocab, dim), rows contiguous like every weight:
-    # the matmul over a (dim, vocab) U reads it with a stride and is 5x slower
+    # inverted once here instead of once per token. Stored as U.T, (vocab, dim), rows contiguous like every weight
     self.unembed = model.logits(Tensor.eye(a.dim)).T.contiguous().realize()
     # host tables that make each step's input: embedding rows, RoPE rows, causal mask rows
     self.emb = model.weights["tok_embeddings.weight"].numpy()
@@ -166,10 +176,10 @@ class CachedDecoder:
   def step(self, token: int) -> np.ndarray:
     """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
     self.upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
-    if self.step_replay is not None: self.step_replay(pos=self.n)
+    if self.step_replay: self.step_replay(pos=self.n)
     else:
       self.logits_out = self._step(self.step_in, self.pos.bind(self.n) if self.compile else self.n)
-      if self.compile and self._step.cnt > 2: self.step_replay = kernel_replay(self._step, (self.step_in,))
+      if self.compile and self._step.cnt == 2: self.step_replay = kernel_replay(self._step, (self.step_in,))  # captured now
     self.n += 1
     return read(self.logits_out)
 
@@ -180,10 +190,10 @@ class CachedDecoder:
     rows = np.zeros(self.fill_in.shape, np.float32)
     rows[:len(tokens)] = self.emb[tokens]
     self.upload(self.fill_in, self.fill_view, rows)
-    if self.fill_replay is not None: self.fill_replay()
+    if self.fill_replay: self.fill_replay()
     else:
       self._fill(self.fill_in)
-      if self.compile and self._fill.cnt > 2: self.fill_replay = kernel_replay(self._fill, (self.fill_in,))
+      if self.compile and self._fill.cnt == 2: self.fill_replay = kernel_replay(self._fill, (self.fill_in,))
     self.n = len(tokens)
 
   @staticmethod
@@ -195,40 +205,53 @@ class CachedDecoder:
   # the graphs (TinyJit captures them on their second call and replays the kernels after that)
 
   def qkv(self, i: int, h, cos, sin):
-    """Layer i's queries (B, heads, T, head_dim) and keys and values (2, B, kv_heads, T, head_dim), RoPE applied to
-    queries and keys together: two kernels (and the norm's two)."""
+    """Layer i's queries (B, heads, T, head_dim) and its keys and values stacked (2, B, kv_heads, T, head_dim). One
+    token: one matvec for q, k, v and one RoPE kernel for q and k. Many: the model's three matmuls, each faster than
+    one of the three together."""
     from tinystory.model import rms_norm, rope
-    a = self.model.args
+    m, a = self.model, self.model.args
     B, T, H, KV = *h.shape[:2], a.n_heads, a.kv_heads
-    x = rms_norm(h, self.model.weights[f"layers.{i}.attention_norm.weight"], a.norm_eps)
-    qkv = (x @ self.wqkv[i].T).reshape(B, T, H + 2 * KV, a.head_dim)
+    x = rms_norm(h, m.weights[f"layers.{i}.attention_norm.weight"], a.norm_eps)
+    if T > 1:
+      q, k, v = m.qkv(i, x, cos, sin)
+      return q, k.stack(v)
+    qkv = matvec(x, self.wqkv[i]).reshape(B, T, H + 2 * KV, a.head_dim)
     qk = rope(qkv[:, :, :H + KV], cos, sin)
     return qk[:, :, :H].transpose(1, 2), qk[:, :, H:].stack(qkv[:, :, H + KV:]).transpose(2, 3)
 
-  def step_graph(self, inp, pos):
+  def feed_forward(self, i: int, h, mm):
+    """h + layer i's SwiGLU FFN of h, its w1 and w3 as one matmul `mm`(x, w) = x @ w.T."""
     from tinystory.model import rms_norm
-    m, a, w = self.model, self.model.args, self.model.weights
+    a, w, p = self.model.args, self.model.weights, f"layers.{i}.feed_forward."
+    gate, up = mm(rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps), self.w13[i]).split(self.model.padded_hidden, -1)
+    if p + "w1.bias" in w: gate = gate + w[p + "w1.bias"]
+    return h + mm((gate.silu() * up).contiguous(), w[p + "w2.weight"])  # contiguous: silu once, not once per output
+
+  def step_graph(self, inp, pos):
+    """The model's forward for one token against the cache: model.py's layers, with matvec for their matmuls."""
+    from tinystory.model import attend, rms_norm
+    a, w = self.model.args, self.model.weights
     emb, cos, sin, mask = inp.split(self.sizes, dim=1)
-    h = emb.reshape(1, 1, a.dim)
+    h, rep = emb.reshape(1, 1, a.dim), a.n_heads // a.kv_heads
     for i in range(a.n_layers):
       q, kv = self.qkv(i, h, cos, sin)
       self.kv[i][:, :, :, pos:pos + 1].assign(kv)  # only the step's slot is written
-      h = h + m.attention_out(i, q, self.kv[i][0], self.kv[i][1], mask)
-      h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
-    self.logits_out = (rms_norm(h, w["norm.weight"], a.norm_eps) @ self.unembed.T).reshape(-1).realize()
-    return self.logits_out
+      k, v = (self.kv[i][j].repeat_interleave(rep, dim=1) if rep > 1 else self.kv[i][j] for j in (0, 1))
+      h = h + matvec(attend(q, k, v, mask, 0.0).reshape(1, 1, a.dim), w[f"layers.{i}.attention.wo.weight"])
+      h = self.feed_forward(i, h, matvec)
+    return matvec(rms_norm(h, w["norm.weight"], a.norm_eps), self.unembed).reshape(-1).realize()
 
   def fill_graph(self, inp):
-    from tinystory.model import rms_norm, causal_mask
+    from tinystory.model import causal_mask
     from tinygrad import Tensor
-    m, a, w, L = self.model, self.model.args, self.model.weights, self.L
+    m, a, L = self.model, self.model.args, self.L
     h, cos, sin, mask = inp.reshape(1, L, a.dim), m.freqs_cos, m.freqs_sin, causal_mask(L)
     for i in range(a.n_layers):
       q, kv = self.qkv(i, h, cos, sin)
       self.kv[i].assign(kv)
       if i == a.n_layers - 1: break  # the last layer's outputs only matter at the step's position
       h = h + m.attention_out(i, q, kv[0], kv[1], mask)
-      h = h + m.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
+      h = self.feed_forward(i, h, lambda x, w: x @ w.T)
     Tensor.realize(*self.kv)
 
 def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int,

@@ -75,6 +75,7 @@ class Tokenizer:
     """Write the file atomically: a temp file in the same directory, renamed over `path`."""
     path, tmp = Path(path), None
     try:
+      path.parent.mkdir(parents=True, exist_ok=True)
       fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
       with os.fdopen(fd, "wb") as f: f.write(self.to_bytes())
       os.replace(tmp, path)

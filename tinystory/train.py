@@ -299,14 +299,17 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   finally: stop_logging_to(handler)
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
-  from tinygrad import Tensor, dtypes
+  from tinygrad import Tensor
   from tinystory.model import ModelArgs, Transformer
   from tinystory.tokenizer import load_tokenizer
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
   for k, v in overrides: log(f"Overriding: {k} = {v}")
   device = set_device(cfg.device)
-  if cfg.dtype != "float32": dtypes.default_float = getattr(dtypes, cfg.dtype)
+  if cfg.dtype != "float32":
+    # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
+    if device != "CPU": raise UserError(f"--dtype={cfg.dtype} is not supported on {device} yet: use --dtype=float32")
+    log(f"note: --dtype={cfg.dtype} has no effect on the CPU (as in llama2.c): training in float32")
   tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.max_seq_len
   log(f"tokens per iteration will be: {tokens_per_iter:,}")
   log(f"breaks down as: {cfg.gradient_accumulation_steps} grad accum steps * 1 processes * {cfg.batch_size} batch size * {cfg.max_seq_len} max seq len")
