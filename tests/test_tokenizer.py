@@ -157,10 +157,13 @@ def test_save_then_load_gives_the_same_tokenizer(tmp_path, make):
   assert raw.split(b"\n")[1] == base64.b64encode(tok.token_bytes(3)) + b" 3"
   assert list(tmp_path.iterdir()) == [tmp_path / "t.tok"]  # no temp file left behind
 
-def test_saving_where_it_cannot_be_written_is_refused(tmp_path):
-  raises(f"cannot write tokenizer file {tmp_path}/no/t.tok: No such file or directory", char().save, tmp_path / "no" / "t.tok")
+def test_saving_creates_the_directory_or_is_refused(tmp_path):
+  char().save(tmp_path / "new" / "dir" / "t.tok")
+  assert load_tokenizer(tmp_path / "new" / "dir" / "t.tok").sha256 == char().sha256
+  (tmp_path / "file").write_text("x")
+  raises(f"cannot write tokenizer file {tmp_path}/file/t.tok: File exists", char().save, tmp_path / "file" / "t.tok")
   raises(f"cannot write tokenizer file {tmp_path}: Is a directory", char().save, tmp_path)
-  assert list(tmp_path.iterdir()) == []
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "new"]
 
 def test_fitted_tokenizers_differ_in_sha256():
   assert len({bpe().sha256, char().sha256, fit_tokenizer(toy_stories(), "char", 20).sha256}) == 3
