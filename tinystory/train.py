@@ -212,6 +212,10 @@ class TrainSteps:
   checkpoints hold it in logical shapes, like the weights."""
   def __init__(self, model, cfg: TrainConfig):
     from tinygrad import Tensor, TinyJit, dtypes
+    from tinygrad.helpers import LRU
+    # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
+    # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
+    LRU.value = 0
     self.model, self.cfg, self.opt_step = model, cfg, 0
     self.params = model.parameters()
     zeros = lambda: [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]

@@ -1,0 +1,24 @@
+"""The bench command: real workers on a tiny config, the JSON it writes, its table, and its errors."""
+import json
+import pytest
+from tinystory import UserError
+from tinystory import bench
+
+TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=16)
+
+def test_tiny_bench_measures_training_and_sampling(tmp_path, logged):
+  res = bench.bench(TINY, batch_size=2, steps=2, new_tokens=24, json_path=str(tmp_path / "b.json"))
+  saved = json.loads((tmp_path / "b.json").read_text())
+  for k in ("train_step_s", "train_tokens_per_s", "first_step_s", "sample_tokens_per_s", "sample_slide_tokens_per_s", "peak_rss_mb"):
+    assert saved[k] > 0 and saved[k] == pytest.approx(res[k]), k
+  assert saved["config"]["dim"] == 16 and saved["train_tokens_per_s"] == pytest.approx(2 * 16 / saved["train_step_s"])
+  assert saved["first_step_s"] >= saved["train_step_s"]
+  table = logged[logged.index(next(l for l in logged if l.strip().startswith("step s"))):]
+  assert table[1].startswith("tinygrad") and len(table[1].split()) == 8  # name + 7 columns, '-' where not measured
+
+def test_against_torch_needs_torch(monkeypatch):
+  monkeypatch.setattr(bench, "torch_available", lambda: False)
+  with pytest.raises(UserError, match=r"--against torch needs PyTorch: pip install '\.\[bench\]'"): bench.bench(TINY, against=("torch",))
+
+def test_bad_config_fails_before_measuring():
+  with pytest.raises(UserError, match="dim=16 is not divisible by n_heads=3"): bench.bench({**TINY, "n_heads": 3, "n_kv_heads": 3})
