@@ -6,7 +6,7 @@ absolute numbers from different runs; the JSON records the load average before a
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
-from tinystory import UserError
+from tinystory import UserError, write_atomic
 from tinystory.log import log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -122,10 +122,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
       if "sample_tokens_per_s" in r: r["sample_speed_ratio"] = res["sample_tokens_per_s"] / r["sample_tokens_per_s"]
   res["loadavg_after"] = os.getloadavg()[0]
   for line in report(res): log(line)
-  if json_path:
-    tmp = Path(json_path).with_name(Path(json_path).name + ".tmp")
-    tmp.write_text(json.dumps(res, indent=1))
-    os.replace(tmp, json_path)
+  if json_path: write_atomic(json_path, json.dumps(res, indent=1))
   return res
 
 def report(res: dict) -> list[str]:

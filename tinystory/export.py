@@ -263,7 +263,8 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   """Write the record of the run in `run_dir` to `out` (default RUN_DIR/train-<run name>.sh) and return its path.
   sample=True samples now with `sample_options` (SampleConfig fields; `sample_overrides` are those given, in order),
   streaming the text through `write`, and saves it as RUN_DIR/sample.txt; sample=False reuses that file."""
-  from tinystory.train import find_checkpoint, write_atomic
+  from tinystory import write_atomic
+  from tinystory.train import find_checkpoint
   rdir = find_run(run_dir)
   cfg, log_lines = read_config(rdir), read_text(rdir / "train.log").splitlines()
   find_checkpoint(rdir)  # before anything slow: a run with no checkpoint yet has nothing to sample or show

@@ -14,7 +14,7 @@ import collections, json, multiprocessing, os, random
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import UserError
+from tinystory import UserError, write_atomic
 from tinystory.data import ENCODING_ERRORS, describe_sources, expand_sources, iter_stories
 from tinystory.log import log
 
@@ -25,10 +25,7 @@ CHUNK_STORIES = 256     # stories per task sent to an encoding worker
 
 def _shard_name(i: int) -> str: return f"shard_{i:04d}.bin"
 
-def _write_json(path: Path, obj) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(obj, indent=1) + "\n")
-  os.replace(tmp, path)
+def _write_json(path: Path, obj) -> None: write_atomic(path, json.dumps(obj, indent=1) + "\n")
 
 # ---- encoding, on every core ----
 

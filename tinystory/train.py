@@ -8,7 +8,7 @@ import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, __version__
+from tinystory import UserError, __version__, write_atomic
 from tinystory.log import log, log_to_file, stop_logging_to
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
@@ -445,8 +445,3 @@ def versions() -> dict:
   import tinygrad
   return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
           "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"}
-
-def write_atomic(path: Path, text: str) -> None:
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(text, encoding="utf-8")
-  os.replace(tmp, path)
