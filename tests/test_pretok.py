@@ -1,4 +1,4 @@
-import json, os, random
+import json, random
 import numpy as np
 import pytest
 from click.testing import CliRunner

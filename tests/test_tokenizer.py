@@ -264,6 +264,6 @@ def test_cli_fit_writes_a_tokenizer_from_data_files(tmp_path):
   r = run("tokenizer", "fit", "--data", d, "--kind", "bpe", "--vocab-size", 300, "--out", tmp_path / "b.tok")
   assert r.exit_code == 0, r.output
   tok = load_tokenizer(tmp_path / "b.tok")
-  assert (tok.kind, tok.vocab_size) == ("bpe", 300) and f"bpe tokenizer: 300 tokens from 50 stories" in r.output
+  assert (tok.kind, tok.vocab_size) == ("bpe", 300) and "bpe tokenizer: 300 tokens from 50 stories" in r.output
   r = run("tokenizer", "fit", "--data", d, "--kind", "char", "--vocab-size", 1000, "--out", tmp_path / "c.tok")
   assert r.exit_code == 1 and r.output.startswith("Error: char vocab size 1000 is too large: the data has ")

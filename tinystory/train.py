@@ -111,7 +111,7 @@ def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
   """(shard dir, tokenizer file) for --data/--tokenizer: prepared shards are used as they are; raw sources get a
   tokenizer fitted (unless a file is given) and shards prepared, in a cache keyed by content (see data.cache_dir)."""
   from tinystory import data, pretok
-  from tinystory.tokenizer import fit_tokenizer, load_tokenizer
+  from tinystory.tokenizer import fit_tokenizer
   sources = [s for s in cfg.data.split(",") if s]
   if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
     shard_dir = Path(sources[0])
@@ -385,11 +385,10 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
 
   peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
-  decay_iters = cfg.lr_decay_iters or cfg.max_iters
   t_start = t0 = time.time()
   local_iter, running_mfu, ema_dt = 0, -1.0, None
   while True:
-    lr = get_lr(iter_num, cfg) if cfg.decay_lr else cfg.learning_rate
+    lr = get_lr(iter_num, cfg)
     if iter_num % cfg.eval_interval == 0:
       losses = estimate_loss()
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
