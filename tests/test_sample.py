@@ -182,10 +182,10 @@ def test_kernel_replay_gives_the_jits_logits_bit_for_bit(monkeypatch):
     dec = CachedDecoder(model)
     return dec, np.array([dec.next_logits(tokens[:n]) for n in range(1, len(tokens) + 1)])
   dec, replayed = run()
-  assert dec.step_replay and dec.fill_replay  # on CPU both graphs are replayed once captured
-  monkeypatch.setattr("tinystory.sample.kernel_replay", lambda jit, inputs: None)  # as on a GPU: the JIT runs them
+  assert dec._step.replay and dec._fill.replay  # on CPU both graphs are replayed once captured
+  monkeypatch.setattr("tinystory.replay.kernel_replay", lambda jit, inputs: None)  # as on a GPU: the JIT runs them
   dec, jitted = run()
-  assert dec.step_replay is None and np.array_equal(replayed, jitted)
+  assert dec._step.replay is None and np.array_equal(replayed, jitted)
 
 def test_unembedding_is_computed_once_not_per_token(monkeypatch):
   import tinystory.pinv

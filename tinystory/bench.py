@@ -22,7 +22,6 @@ def peak_rss_mb() -> float:
 def measure_train(cfg: dict, batch_size: int, steps: int) -> dict:
   """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens."""
   import numpy as np
-  from tinygrad import Tensor
   from tinystory.model import ModelArgs, Transformer
   from tinystory.train import TrainConfig, TrainSteps
   t0 = time.perf_counter()
@@ -31,7 +30,7 @@ def measure_train(cfg: dict, batch_size: int, steps: int) -> dict:
   rng = np.random.default_rng(0)
   times, first_step_s = [], None
   for _ in range(steps + 2):  # TinyJit: the 1st call compiles, the 2nd captures, the rest replay
-    x, y = (Tensor(rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"]))) for _ in range(2))
+    x, y = (rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2))
     t = time.perf_counter()
     loss = steps_.micro_step(x, y)
     steps_.update(1e-4)

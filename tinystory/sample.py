@@ -10,7 +10,7 @@ new story: it is written as a blank line. The other specials write nothing (<unk
 The cache holds each layer's keys and values, (2, 1, kv_heads, max_seq_len, head_dim), and one TinyJit-compiled step
 of fixed shapes serves every position: the host passes the token's embedding row, its position's RoPE row and the
 attention mask row in one small input buffer, and the position as a Variable (the cache slot written). On CPU the
-captured kernels are then called straight from Python (kernel_replay), and the step's one-row matmuls are written so
+captured kernels are then called straight from Python (replay.py), and the step's one-row matmuls are written so
 that they vectorise (matvec): ~0.3 ms a token instead of ~4. While the sequence fits the context, a token costs one
 step. Once it does not, the window slides, and since every hidden state depends on the window's first token nothing in
 the cache survives: the window is recomputed (one batched prefill, then the step). With `slide` = 1 (llama2.c) that is
@@ -24,6 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 from tinystory import UserError
 from tinystory.log import log
+from tinystory.replay import ReplayJit, host_view, read, upload
 
 @dataclass
 class SampleConfig:
@@ -78,49 +79,6 @@ def sample_token(logits: np.ndarray, temperature: float, top_k: int, top_p: floa
 
 # *** the model behind a KV cache ***
 
-def host_view(t) -> np.ndarray | None:
-  """A writable float32 numpy view of a realized tensor's memory when its device shares memory with the host (CPU),
-  else None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
-  buf = t.uop.buffer
-  if not hasattr(buf.allocator, "_as_buffer"): return None
-  return np.frombuffer(buf.as_memoryview(force_zero_copy=True), np.float32).reshape(t.shape)
-
-def read(t) -> np.ndarray:
-  """A copy of a realized tensor's values: on CPU straight from its memory, without tinygrad's copy machinery."""
-  return t.numpy() if (view := host_view(t)) is None else view.copy()
-
-def kernel_replay(jit, inputs: tuple) -> Callable[..., None] | None:
-  """`run(**var_values)` = the captured TinyJit `jit` run on `inputs` (the tensors it was captured with), by calling
-  its compiled C kernels straight from Python. tinygrad 0.14's CPU device has no graph executor, so the JIT dispatches
-  every kernel through Python at ~40 us each: most of a one-token step of ~60 tiny kernels. A call here costs ~1 us.
-  The buffers are the JIT's own, fixed at capture; a Variable's value is an argument the kernels that use it are
-  given. None where the kernels are not plain CPU programs (another device, tinygrad's HCQ2 mode): call the JIT."""
-  import ctypes
-  from tinygrad.engine.jit import _prepare_jit_inputs
-  from tinygrad.engine.realize import get_runtime, resolve_params, unwrap_multi
-  from tinygrad.runtime.ops_cpu import CPUProgram
-  from tinygrad.uop.ops import Ops
-  input_uops = _prepare_jit_inputs(inputs, {})[0]
-  calls, var_args = [], {}
-  for call in jit.captured.linear.src:
-    if (ast := call.src[0]).op is not Ops.PROGRAM or not all(isinstance(s, int) for s in ast.arg.global_size): return None
-    prg = get_runtime(dev := call.src[1].device, ast)
-    if not isinstance(prg, CPUProgram) or prg.lvp: return None
-    resolved = resolve_params(call, input_uops)
-    (bufs, _), = unwrap_multi(call, [resolved[i] for i in ast.arg.globals])
-    args = [ctypes.c_uint64(b.ensure_allocated().get_buf(dev).va_addr) for b in bufs]  # as CPUProgram.__call__ does
-    for v in ast.arg.vars:
-      args.append(ctypes.c_uint64(0))
-      if v.expr not in prg.runtimevars: var_args.setdefault(v.expr, []).append(args[-1])
-    core = prg.runtimevars.get("core_id")  # a kernel split over cores runs once per core id
-    for tid in range(ast.arg.global_size[0]):
-      calls.append((prg.fxn, tuple(ctypes.c_uint64(tid) if j == core else x for j, x in enumerate(args))))
-  def run(**values: int) -> None:
-    for name, v in values.items():
-      for arg in var_args.get(name, ()): arg.value = v
-    for fxn, args in calls: fxn(*args)
-  return run
-
 def matvec(x, w):
   """x @ w.T for one row x, with each output summed as 8 interleaved partial sums (one vector register) that are then
   added up. tinygrad's own matmul of one row sums each output in one serial chain of adds: add latency bounds it, and
@@ -134,10 +92,10 @@ class CachedDecoder:
   computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
   the previous call's `seq`; `reset()` before an unrelated one."""
   def __init__(self, model, compile: bool = True, slide: int = 1):
-    from tinygrad import Tensor, TinyJit, UOp
+    from tinygrad import Tensor, UOp
     a, w, L = model.args, model.weights, model.args.max_seq_len
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
-    self.model, self.L, self.slide, self.compile = model, L, slide, compile
+    self.model, self.L, self.slide = model, L, slide
     self.kv = [Tensor.zeros(2, 1, a.kv_heads, L, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
     # each layer's q, k, v projections as one matrix, and the FFN's w1 and w3: one matmul (one kernel) for each group
     def cat(*names): return Tensor.cat(*(w[n] for n in names)).contiguous().realize()
@@ -156,9 +114,8 @@ class CachedDecoder:
     self.fill_in = Tensor.zeros(L, a.dim).contiguous().realize()
     self.step_view, self.fill_view = host_view(self.step_in), host_view(self.fill_in)
     self.pos = UOp.variable("pos", 0, L - 1)  # the step's cache slot: the JIT's kernels take it as an argument
-    self._step = TinyJit(self.step_graph) if compile else self.step_graph
-    self._fill = TinyJit(self.fill_graph) if compile else self.fill_graph
-    self.step_replay = self.fill_replay = None
+    self._step = ReplayJit(self.step_graph, (self.step_in,), (self.pos,), compile)
+    self._fill = ReplayJit(self.fill_graph, (self.fill_in,), compile=compile)
     self.reset()
 
   def reset(self) -> None: self.start, self.n = 0, 0  # the cache holds the K/V of seq[start:start+n], positions 0..n-1
@@ -175,11 +132,8 @@ class CachedDecoder:
 
   def step(self, token: int) -> np.ndarray:
     """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
-    self.upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
-    if self.step_replay: self.step_replay(pos=self.n)
-    else:
-      self.logits_out = self._step(self.step_in, self.pos.bind(self.n) if self.compile else self.n)
-      if self.compile and self._step.cnt == 2: self.step_replay = kernel_replay(self._step, (self.step_in,))  # captured now
+    upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
+    self.logits_out = self._step(pos=self.n)
     self.n += 1
     return read(self.logits_out)
 
@@ -189,18 +143,9 @@ class CachedDecoder:
     that the mask hides until a step overwrites them."""
     rows = np.zeros(self.fill_in.shape, np.float32)
     rows[:len(tokens)] = self.emb[tokens]
-    self.upload(self.fill_in, self.fill_view, rows)
-    if self.fill_replay: self.fill_replay()
-    else:
-      self._fill(self.fill_in)
-      if self.compile and self._fill.cnt == 2: self.fill_replay = kernel_replay(self._fill, (self.fill_in,))
+    upload(self.fill_in, self.fill_view, rows)
+    self._fill()
     self.n = len(tokens)
-
-  @staticmethod
-  def upload(t, view, arr: np.ndarray) -> None:
-    from tinygrad import Tensor
-    if view is not None: view[:] = arr
-    else: t.assign(Tensor(arr, device=t.device)).realize()
 
   # the graphs (TinyJit captures them on their second call and replays the kernels after that)
 

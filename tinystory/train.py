@@ -208,21 +208,26 @@ def set_rng_state(state: dict, device: str) -> None:
 
 class TrainSteps:
   """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW) and eval_loss,
-  each a TinyJit-compiled function when cfg.compile. The optimizer state lives here, shaped like the (padded) weights;
-  checkpoints hold it in logical shapes, like the weights."""
+  each compiled when cfg.compile (replay.ReplayJit: TinyJit, then its kernels replayed on every core). Their inputs are
+  fixed tensors that each call uploads the new batch (or lr and step) into. The optimizer state lives here, shaped
+  like the (padded) weights; checkpoints hold it in logical shapes, like the weights."""
   def __init__(self, model, cfg: TrainConfig):
-    from tinygrad import Tensor, TinyJit, dtypes
+    from tinygrad import Tensor, dtypes
     from tinygrad.helpers import LRU
+    from tinystory.replay import ReplayJit
     # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
     # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
     LRU.value = 0
     self.model, self.cfg, self.opt_step = model, cfg, 0
     self.params = model.parameters()
-    zeros = lambda: [Tensor.zeros(*p.shape, dtype=dtypes.float32).contiguous().realize() for p in self.params]
-    self.exp_avg, self.exp_avg_sq, self.grad_acc = zeros(), zeros(), zeros()
+    zeros = lambda *shape, dtype=dtypes.float32: Tensor.zeros(*shape, dtype=dtype).contiguous().realize()
+    self.exp_avg, self.exp_avg_sq, self.grad_acc = ([zeros(*p.shape) for p in self.params] for _ in range(3))
     self.decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in self.params]
-    jit = TinyJit if cfg.compile else (lambda f: f)
-    self._micro, self._update, self._eval = jit(self._micro_step), jit(self._update_step), jit(self._eval_loss)
+    self.batch = (zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64), zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64))
+    self.lr_step = (zeros(1), zeros(1))
+    self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
+    self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
+    self._update = ReplayJit(self._update_step, self.lr_step, compile=cfg.compile)
 
   def _micro_step(self, x, y):
     from tinygrad import Tensor, Context
@@ -242,12 +247,26 @@ class TrainSteps:
 
   def _eval_loss(self, x, y): return self.model(x).sparse_categorical_crossentropy(y).realize()
 
-  def micro_step(self, x, y): return self._micro(x, y)
-  def eval_loss(self, x, y): return self._eval(x, y)
+  @staticmethod
+  def upload(tensors: tuple, *arrays: np.ndarray) -> None:
+    from tinystory.replay import host_view, upload
+    for t, arr in zip(tensors, arrays):
+      if arr.shape != t.shape: raise ValueError(f"expected an array of shape {t.shape}, got {arr.shape}")
+      upload(t, host_view(t), arr)
+
+  def micro_step(self, x: np.ndarray, y: np.ndarray):
+    """Forward and backward on the token ids x and targets y, (batch_size, max_seq_len): returns the loss tensor."""
+    self.upload(self.batch, x, y)
+    return self._micro()
+
+  def eval_loss(self, x: np.ndarray, y: np.ndarray):
+    self.upload(self.batch, x, y)
+    return self._eval()
+
   def update(self, lr: float) -> None:
-    from tinygrad import Tensor, dtypes
     self.opt_step += 1
-    self._update(Tensor([lr], dtype=dtypes.float32), Tensor([float(self.opt_step)], dtype=dtypes.float32))
+    self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt_step], np.float32))
+    self._update()
 
   def optimizer_state(self) -> dict:
     shapes, out = self.model.shapes, {}
@@ -361,7 +380,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     out = {}
     for split in ("train", "val"):
       ds = batches(split)
-      out[split] = float(np.mean([steps.eval_loss(*map(Tensor, ds.next_batch())).item() for _ in range(cfg.eval_iters)]))
+      out[split] = float(np.mean([steps.eval_loss(*ds.next_batch()).item() for _ in range(cfg.eval_iters)]))
     return out
 
   train_batches = batches("train", data_state)
@@ -402,7 +421,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     if iter_num == 0 and cfg.eval_only: break
 
     for _ in range(cfg.gradient_accumulation_steps):
-      loss = steps.micro_step(*map(Tensor, train_batches.next_batch()))
+      loss = steps.micro_step(*train_batches.next_batch())
     steps.update(lr)
     lossf = loss.item()  # the last micro-batch's loss, as llama2.c logs it
     t1 = time.time()

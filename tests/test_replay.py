@@ -1,0 +1,55 @@
+"""replay.py: captured kernels called from Python, a split kernel's parts on helper threads, give the JIT's numbers."""
+import threading
+import numpy as np
+import pytest
+from tinygrad import Tensor, TinyJit
+from tinygrad.helpers import NUM_CPU_THREADS
+import tinystory.replay as replay
+from tinystory.model import ModelArgs, Transformer
+from tinystory.replay import ReplayJit, host_view, upload
+from tinystory.train import TrainConfig, TrainSteps
+
+needs_cores = pytest.mark.skipif(NUM_CPU_THREADS.value < 2, reason="one core: tinygrad splits no kernel over cores")
+
+def relu_rows(x, w): return ((x @ w).relu() * 2).sum(axis=1).realize()
+
+@needs_cores
+def test_split_kernels_run_on_helper_threads_and_equal_the_jit(monkeypatch):
+  monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)  # every split kernel in parallel, however fast
+  rng = np.random.default_rng(0)
+  x, w = Tensor.zeros(256, 64).contiguous().realize(), Tensor.zeros(64, 96).contiguous().realize()
+  replayed, jit = ReplayJit(relu_rows, (x, w)), TinyJit(relu_rows)
+  for _ in range(5):  # calls 1-2 run TinyJit, 3 the replay on this thread, 4-5 the replay in parallel
+    xs, ws = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(w.shape).astype(np.float32)
+    upload(x, host_view(x), xs)
+    upload(w, host_view(w), ws)
+    got = replayed().numpy()
+    assert np.array_equal(got, jit(Tensor(xs), Tensor(ws)).numpy())
+    np.testing.assert_allclose(got, 2 * np.maximum(xs.astype(np.float64) @ ws, 0).sum(1), rtol=1e-4, atol=1e-4)
+  assert replayed.replay is not None and any(replayed.replay.parallel)
+  assert any(t.name.startswith("tinystory-kernel-") for t in threading.enumerate())
+
+def train_steps(n: int, replayed: bool) -> tuple[list[float], dict[str, np.ndarray]]:
+  """n training iterations of a tiny model with dropout: the losses and the final weights."""
+  Tensor.manual_seed(7)
+  model = Transformer(ModelArgs(dim=32, n_layers=2, n_heads=4, vocab_size=40, max_seq_len=16, dropout=0.1), seed=3)
+  steps, rng, losses = TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=16)), np.random.default_rng(0), []
+  for _ in range(n):
+    loss = steps.micro_step(*(rng.integers(0, 40, (4, 16)) for _ in range(2)))
+    steps.update(1e-2)
+    losses.append(loss.item())
+  assert (steps._micro.replay is not None) == replayed
+  return losses, {k: v.numpy() for k, v in model.state_dict().items()}
+
+def test_training_replayed_in_parallel_equals_tinyjit_bit_for_bit(monkeypatch):
+  monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)
+  losses, weights = train_steps(6, replayed=True)
+  monkeypatch.setattr(replay, "kernel_replay", lambda jit, inputs: None)  # TinyJit runs every call
+  jit_losses, jit_weights = train_steps(6, replayed=False)
+  assert losses == jit_losses and len(set(losses)) == 6
+  for k in weights: assert np.array_equal(weights[k], jit_weights[k]), k
+
+def test_batch_of_the_wrong_shape_is_refused():
+  model = Transformer(ModelArgs(dim=32, n_layers=1, n_heads=4, vocab_size=40, max_seq_len=16), seed=3)
+  with pytest.raises(ValueError, match=r"expected an array of shape \(4, 16\), got \(4, 15\)"):
+    TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=16)).micro_step(np.zeros((4, 15), np.int64), np.zeros((4, 15), np.int64))
