@@ -170,14 +170,15 @@ def _config_pair(ctx, param, values):
 @click.option("--config", "overrides", multiple=True, callback=_config_pair, metavar="NAME=VALUE",
               help="ModelArgs override of the seed config (repeatable), e.g. --config dim=256")
 @click.option("--batch-size", "--batch_size", default=64, show_default=True)
-@click.option("--steps", default=5, show_default=True, help="timed training steps, after 2 warm-up (compile) steps")
+@click.option("--steps", default=5, show_default=True, help="timed training steps, after 3 warm-up (compile, capture, replay) steps")
 @click.option("--new-tokens", "--new_tokens", default=500, show_default=True, help="sampled tokens to time")
 @click.option("--against", type=click.Choice(["torch"]), multiple=True, help="also measure PyTorch (pip install '.[bench]')")
 @click.option("--beam", default=0, show_default=True, help="tinygrad BEAM search width for kernels (slow once, cached)")
-def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam):
+@click.option("--kernels", default=0, show_default=True, metavar="N", help="also list the N slowest kernels of a training step")
+def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, kernels):
   """Training and sampling speed of the seed config; with --against torch, PyTorch's in the same run, as ratios."""
   from tinystory.bench import bench as run_bench
-  run_bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path)
+  run_bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path, kernels)
 
 # ---- train ----
 

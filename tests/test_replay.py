@@ -38,9 +38,11 @@ def train_steps(n: int, replayed: bool) -> tuple[list[float], dict[str, np.ndarr
     loss = steps.micro_step(*(rng.integers(0, 40, (4, 16)) for _ in range(2)))
     steps.update(1e-2)
     losses.append(loss.item())
-  assert (steps._micro.replay is not None) == replayed
+  for jit in (steps._micro, steps._update):
+    assert (jit.replay is not None) == replayed and (not replayed or any(jit.replay.parallel))
   return losses, {k: v.numpy() for k, v in model.state_dict().items()}
 
+@needs_cores
 def test_training_replayed_in_parallel_equals_tinyjit_bit_for_bit(monkeypatch):
   monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)
   losses, weights = train_steps(6, replayed=True)
@@ -51,5 +53,27 @@ def test_training_replayed_in_parallel_equals_tinyjit_bit_for_bit(monkeypatch):
 
 def test_batch_of_the_wrong_shape_is_refused():
   model = Transformer(ModelArgs(dim=32, n_layers=1, n_heads=4, vocab_size=40, max_seq_len=16), seed=3)
-  with pytest.raises(ValueError, match=r"expected an array of shape \(4, 16\), got \(4, 15\)"):
-    TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=16)).micro_step(np.zeros((4, 15), np.int64), np.zeros((4, 15), np.int64))
+  steps = TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=16))
+  with pytest.raises(ValueError, match=r"expected int64 values of shape \(4, 16\), got int64 \(4, 15\)"):
+    steps.micro_step(np.zeros((4, 15), np.int64), np.zeros((4, 15), np.int64))
+  with pytest.raises(ValueError, match=r"expected int64 values of shape \(4, 16\), got float32 \(4, 16\)"):
+    steps.micro_step(np.zeros((4, 16), np.float32), np.zeros((4, 16), np.int64))
+
+def test_variables_must_all_be_named():
+  from tinygrad import UOp
+  x, n = Tensor.zeros(8).contiguous().realize(), UOp.variable("n", 0, 7)
+  f = ReplayJit(lambda x, n: (x + Tensor.arange(8).float() * n).realize(), (x,), (n,))
+  for v in (3, 5, 2, 7):  # the JIT, its capture, then the replay with n as the kernel's argument
+    assert f(n=v).tolist() == [v * i for i in range(8)]
+  assert f.replay is not None
+  with pytest.raises(TypeError, match=r"expected values for \['n'\], got \['m'\]"): f(m=3)
+
+def test_without_the_jit_every_call_runs_the_function():
+  from tinygrad import Context
+  x = Tensor.zeros(4).contiguous().realize()
+  f = ReplayJit(lambda x: (x + 1).realize(), (x,))
+  with Context(JIT=0):
+    for i in range(4):
+      upload(x, host_view(x), np.full(4, i, np.float32))
+      assert f().tolist() == [i + 1] * 4
+  assert f.replay is None

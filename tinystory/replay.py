@@ -1,12 +1,13 @@
-"""A captured TinyJit replayed on the CPU: its compiled kernels called straight from Python, each on every core.
+"""A captured TinyJit replayed on the CPU: its compiled kernels called straight from Python, on every core.
 
-tinygrad 0.14's CPU device sends every kernel through Python to one worker thread. Its code generator already splits
-a kernel's outer loop into NUM_CPU_THREADS parts (a `core_id` argument, one part per core), but the runtime runs the
-parts one after another on that one thread, so training used one core of two. `kernel_replay` calls the kernels
-itself, in the JIT's order: a kernel's part 0 on the calling thread and its other parts on helper threads, each
-started with a semaphore. ctypes lets go of the GIL while a kernel runs, so the parts run at the same time. The parts
-write disjoint outputs, so the numbers are bit for bit the JIT's. Handing a part to a helper costs ~20 us: kernels
-faster than PARALLEL_MIN_S (timed during the first replay) run all their parts on the calling thread.
+tinygrad 0.14's code generator splits a CPU kernel's outermost output loop into NUM_CPU_THREADS parts (a `core_id`
+argument, one part per core), but its CPU runtime calls the parts one after another on the calling thread, so
+training used one core of two; and it dispatches each kernel through ~40 us of Python. A Replay (made by
+`kernel_replay`) calls the kernels itself, in the JIT's order: a kernel's part 0 on the calling thread and its other
+parts on helper threads, each started with a semaphore; ctypes lets go of the GIL while C runs, so the parts run at
+once. Parts write disjoint slices of the output (as on a GPU, where tinygrad runs them all at once anyway), so the
+numbers are bit for bit the JIT's. Handing a part over costs ~20 us: kernels faster than PARALLEL_MIN_S (timed in the
+first replay) keep all their parts on the calling thread.
 """
 import ctypes, threading, time
 from typing import Callable
@@ -27,8 +28,11 @@ def read(t) -> np.ndarray:
   return t.numpy() if (view := host_view(t)) is None else view.copy()
 
 def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
-  """Write arr into the realized tensor t, through `view` = host_view(t) where there is one."""
+  """Write arr into the realized tensor t (same shape and dtype), through `view` = host_view(t) where there is one."""
   from tinygrad import Tensor
+  from tinygrad.dtype import _to_np_dtype
+  if arr.shape != t.shape or arr.dtype != _to_np_dtype(t.dtype):
+    raise ValueError(f"expected {np.dtype(_to_np_dtype(t.dtype))} values of shape {t.shape}, got {arr.dtype} {arr.shape}")
   if view is not None: view[:] = arr
   else: t.assign(Tensor(arr, device=t.device)).realize()
 
@@ -42,17 +46,21 @@ class Helpers:
   def loop(self, i: int) -> None:
     while True:
       self.go[i].acquire()
-      fxn, args = self.job[i]
-      fxn(*args)
-      self.done[i].release()
+      try: self.job[i][0](*self.job[i][1])
+      finally: self.done[i].release()
 
   def run(self, fxn, parts: list[tuple]) -> None:
-    """fxn(*parts[0]) here and fxn(*parts[i]) on helper i-1, returning when all have finished."""
-    for i, args in enumerate(parts[1:]):
-      self.job[i] = (fxn, args)
-      self.go[i].release()
-    fxn(*parts[0])
-    for i in range(len(parts) - 1): self.done[i].acquire()
+    """fxn(*parts[0]) here and fxn(*parts[i]) on helper i-1, returning when all have finished (also when interrupted:
+    a part still running would write into the next kernel's time)."""
+    started = 0
+    try:
+      for i, args in enumerate(parts[1:]):
+        self.job[i] = (fxn, args)
+        self.go[i].release()
+        started += 1
+      fxn(*parts[0])
+    finally:
+      for i in range(started): self.done[i].acquire()
 
 _helpers: Helpers | None = None
 def helpers(n: int) -> Helpers:
@@ -61,36 +69,40 @@ def helpers(n: int) -> Helpers:
   return _helpers
 
 class Replay:
-  """`run(**var_values)`: the captured kernels, each as a list of per-core argument tuples, in the JIT's order."""
-  def __init__(self, kernels: list[tuple[Callable, list[tuple]]], var_args: dict[str, list[ctypes.c_uint64]]):
-    self.kernels, self.var_args, self.parallel = kernels, var_args, None
-    self.helpers = helpers(max(len(parts) for _, parts in kernels) - 1) if kernels else None
+  """`replay(**var_values)` runs the captured kernels, each a list of per-core argument tuples, in the JIT's order.
+  `captured` (the JIT's CapturedJit) is held because it keeps alive the buffers whose addresses the arguments are."""
+  def __init__(self, kernels: list[tuple[str, Callable, list[tuple]]], var_args: dict[str, list[ctypes.c_uint64]], captured):
+    self.kernels, self.var_args, self.captured, self.parallel = kernels, var_args, captured, None
+    self.helpers = helpers(max(len(parts) for _, _, parts in kernels) - 1) if kernels else None
 
-  def __call__(self, **values: int) -> None:
-    from tinygrad import Device
-    Device["CPU"].synchronize()  # whatever tinygrad itself queued (an upload, a copy) lands before the kernels read it
+  def __call__(self, profile: list | None = None, **values: int) -> None:
+    """Run the kernels; with a `profile` list, append (kernel name, number of parts, seconds) for each."""
     for name, v in values.items():
       for arg in self.var_args.get(name, ()): arg.value = v
     if self.parallel is None: return self.first_run()
-    for (fxn, parts), par in zip(self.kernels, self.parallel):
+    for (name, fxn, parts), par in zip(self.kernels, self.parallel, strict=True):
+      if profile is not None: t = time.perf_counter()
       if par: self.helpers.run(fxn, parts)
       else:
         for args in parts: fxn(*args)
+      if profile is not None: profile.append((name, len(parts), time.perf_counter() - t))
 
   def first_run(self) -> None:
     """All parts on this thread, timing each kernel: the slow ones (with more than one part) go parallel from now."""
-    self.parallel = []
-    for fxn, parts in self.kernels:
+    parallel = []
+    for _, fxn, parts in self.kernels:
       t = time.perf_counter()
       for args in parts: fxn(*args)
-      self.parallel.append(len(parts) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
+      parallel.append(len(parts) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
+    self.parallel = parallel
 
 def kernel_replay(jit, inputs: tuple) -> Replay | None:
   """The captured TinyJit `jit`, run on `inputs` (the tensors it was captured with), as a Replay. The buffers are the
   JIT's own, fixed here: later calls read new inputs from the same tensors. A Variable's value is an argument given
-  to the kernels that use it. None where the kernels are not plain CPU programs (another device, tinygrad's HCQ2
-  mode) or the JIT writes an input: call the JIT."""
+  to the kernels that use it. None where the kernels are not plain single-device CPU programs (another device,
+  tinygrad's HCQ2 mode, a copy) or the JIT writes an input: call the JIT."""
   from tinygrad.engine.jit import _prepare_jit_inputs
+  from tinygrad.helpers import ansistrip
   from tinygrad.engine.realize import get_runtime, resolve_params, unwrap_multi
   from tinygrad.runtime.ops_cpu import CPUProgram
   from tinygrad.uop.ops import Ops
@@ -102,7 +114,8 @@ def kernel_replay(jit, inputs: tuple) -> Replay | None:
     prg = get_runtime(dev := call.src[1].device, ast)
     if not isinstance(prg, CPUProgram) or prg.lvp: return None
     resolved = resolve_params(call, input_uops)
-    (bufs, _), = unwrap_multi(call, [resolved[i] for i in ast.arg.globals])
+    if len(per_device := list(unwrap_multi(call, [resolved[i] for i in ast.arg.globals]))) != 1: return None
+    (bufs, _), = per_device
     args = [ctypes.c_uint64(b.ensure_allocated().get_buf(dev).va_addr) for b in bufs]  # as CPUProgram.__call__ does
     for v in ast.arg.vars:
       args.append(ctypes.c_uint64(0))
@@ -110,23 +123,26 @@ def kernel_replay(jit, inputs: tuple) -> Replay | None:
     core = prg.runtimevars.get("core_id")  # a kernel split over cores: one argument tuple per core id
     parts = [tuple(ctypes.c_uint64(c) if j == core else x for j, x in enumerate(args))
              for c in range(ast.arg.global_size[0] if core is not None else 1)]
-    kernels.append((prg.fxn, parts))
-  return Replay(kernels, var_args)
+    kernels.append((ansistrip(ast.arg.name), prg.fxn, parts))
+  return Replay(kernels, var_args, jit.captured)
 
 class ReplayJit:
   """fxn(*inputs, *variables) compiled: TinyJit runs the first two calls (the second captures the kernels), then a
   kernel_replay of them where there is one, else TinyJit. The inputs are fixed tensors: upload new values into them
-  before a call; a call names each Variable's value. compile=False runs fxn eagerly every time (same numbers)."""
+  before a call; a call names the value of each Variable. compile=False runs fxn eagerly every time (same numbers).
+  `profile`: a list that a replayed call appends each kernel's (name, parts, seconds) to (other calls leave it be)."""
   def __init__(self, fxn: Callable, inputs: tuple, variables: tuple = (), compile: bool = True):
     from tinygrad import TinyJit
     self.fxn, self.inputs, self.variables = fxn, inputs, variables
     self.jit, self.replay = TinyJit(fxn) if compile else None, None
 
-  def __call__(self, **values: int):
+  def __call__(self, profile: list | None = None, **values: int):
+    if set(values) != (names := {v.expr for v in self.variables}):
+      raise TypeError(f"expected values for {sorted(names)}, got {sorted(values)}")
     if self.replay is not None:
-      self.replay(**values)
+      self.replay(profile, **values)
       return self.jit.captured.ret
     if self.jit is None: return self.fxn(*self.inputs, *(values[v.expr] for v in self.variables))
     ret = self.jit(*self.inputs, *(v.bind(values[v.expr]) for v in self.variables))
-    if self.jit.cnt == 2: self.replay = kernel_replay(self.jit, self.inputs)  # captured just now
+    if self.jit.cnt == 2 and self.jit.captured is not None: self.replay = kernel_replay(self.jit, self.inputs)  # captured now
     return ret

@@ -250,14 +250,13 @@ class TrainSteps:
   @staticmethod
   def upload(tensors: tuple, *arrays: np.ndarray) -> None:
     from tinystory.replay import host_view, upload
-    for t, arr in zip(tensors, arrays):
-      if arr.shape != t.shape: raise ValueError(f"expected an array of shape {t.shape}, got {arr.shape}")
-      upload(t, host_view(t), arr)
+    for t, arr in zip(tensors, arrays, strict=True): upload(t, host_view(t), arr)
 
-  def micro_step(self, x: np.ndarray, y: np.ndarray):
-    """Forward and backward on the token ids x and targets y, (batch_size, max_seq_len): returns the loss tensor."""
+  def micro_step(self, x: np.ndarray, y: np.ndarray, profile: list | None = None):
+    """Forward and backward on the token ids x and targets y, (batch_size, max_seq_len): returns the loss tensor.
+    `profile`: see replay.ReplayJit."""
     self.upload(self.batch, x, y)
-    return self._micro()
+    return self._micro(profile)
 
   def eval_loss(self, x: np.ndarray, y: np.ndarray):
     self.upload(self.batch, x, y)
