@@ -50,8 +50,8 @@ class Helpers:
       finally: self.done[i].release()
 
   def run(self, fxn, parts: list[tuple]) -> None:
-    """fxn(*parts[0]) here and fxn(*parts[i]) on helper i-1, returning when all have finished (also when interrupted:
-    a part still running would write into the next kernel's time)."""
+    """fxn(*parts[0]) here and fxn(*parts[i]) on helper i-1, returning when all have finished, also when interrupted:
+    no part may still be writing when the next kernel starts."""
     started = 0
     try:
       for i, args in enumerate(parts[1:]):
