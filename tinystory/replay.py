@@ -133,12 +133,11 @@ class ReplayJit:
   `profile`: a list that a replayed call appends each kernel's (name, parts, seconds) to (other calls leave it be)."""
   def __init__(self, fxn: Callable, inputs: tuple, variables: tuple = (), compile: bool = True):
     from tinygrad import TinyJit
-    self.fxn, self.inputs, self.variables = fxn, inputs, variables
+    self.fxn, self.inputs, self.variables, self.names = fxn, inputs, variables, {v.expr for v in variables}
     self.jit, self.replay = TinyJit(fxn) if compile else None, None
 
   def __call__(self, profile: list | None = None, **values: int):
-    if set(values) != (names := {v.expr for v in self.variables}):
-      raise TypeError(f"expected values for {sorted(names)}, got {sorted(values)}")
+    if values.keys() != self.names: raise TypeError(f"expected values for {sorted(self.names)}, got {sorted(values)}")
     if self.replay is not None:
       self.replay(profile, **values)
       return self.jit.captured.ret

@@ -223,7 +223,7 @@ class TrainSteps:
     zeros = lambda *shape, dtype=dtypes.float32: Tensor.zeros(*shape, dtype=dtype).contiguous().realize()
     self.exp_avg, self.exp_avg_sq, self.grad_acc = ([zeros(*p.shape) for p in self.params] for _ in range(3))
     self.decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in self.params]
-    self.batch = (zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64), zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64))
+    self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64) for _ in ("x", "y"))
     self.lr_step = (zeros(1), zeros(1))
     self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
     self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
