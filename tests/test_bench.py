@@ -1,5 +1,5 @@
 """The bench command: real workers on a tiny config, the JSON it writes, its table, and its errors."""
-import json
+import json, time
 import pytest
 from tinystory import UserError
 from tinystory import bench
@@ -7,12 +7,17 @@ from tinystory import bench
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=16)
 
 def test_tiny_bench_measures_training_and_sampling(tmp_path, logged):
+  t0 = time.perf_counter()
   res = bench.bench(TINY, batch_size=2, steps=2, new_tokens=24, json_path=str(tmp_path / "b.json"), kernels=3)
+  wall = time.perf_counter() - t0
   saved = json.loads((tmp_path / "b.json").read_text())
-  for k in ("train_step_s", "train_tokens_per_s", "first_step_s", "sample_tokens_per_s", "sample_slide_tokens_per_s", "peak_rss_mb"):
-    assert saved[k] > 0 and saved[k] == pytest.approx(res[k]), k
-  assert saved["config"]["dim"] == 16 and saved["train_tokens_per_s"] == pytest.approx(2 * 16 / saved["train_step_s"])
-  assert saved["first_step_s"] >= saved["train_step_s"]
+  assert saved == json.loads(json.dumps(res))  # the file holds the whole result
+  # the measurements against this test's own clock: every timed part took some of the wall time it ran in
+  assert saved["train_step_s"] > 0 and saved["first_step_s"] > 0 and saved["first_step_s"] + 2 * saved["train_step_s"] < wall
+  assert saved["train_tokens_per_s"] == pytest.approx(2 * 16 / saved["train_step_s"])
+  assert 16 / wall < saved["sample_tokens_per_s"] and 24 / wall < saved["sample_slide_tokens_per_s"]
+  assert 50 < saved["peak_rss_mb"] < 16_000  # tinygrad and numpy are loaded; a tiny model needs no more than that
+  assert saved["config"] == {**bench.SEED, **TINY} and saved["batch_size"] == 2
   table = logged[logged.index(next(l for l in logged if l.strip().startswith("step s"))):]
   assert table[1].startswith("tinygrad") and len(table[1].split()) == 8  # name + 7 columns, '-' where not measured
   # the kernel table: the 3 slowest kernel names of a replayed step, slowest first, from a profile of all of them

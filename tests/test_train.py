@@ -108,7 +108,7 @@ def numpy_adamw(p, g, m, v, lr, step, wd, b1, b2, clip, eps=1e-8):
     out.append((pi - lr / (1 - b1 ** step) * mi / (np.sqrt(vi) / math.sqrt(1 - b2 ** step) + eps), mi, vi))
   return out
 
-@pytest.mark.parametrize("clip", [0.0, 1.0, 0.01])
+@pytest.mark.parametrize("clip", [0.0, 1.0, 0.01, 100.0])  # off, active (norm ~4), inactive
 def test_adamw_step_matches_numpy(clip):
   from tinygrad import Tensor
   rng = np.random.default_rng(0)
@@ -146,9 +146,8 @@ def test_log_format_cadence_and_records(tmp_path):
   assert [int(l.split()[0]) for l in its] == list(range(7))  # llama2.c runs iterations 0..max_iters
   assert all(ITER_LINE.match(l) for l in its), its
   assert "lr 5.000000e-03" in its[1]  # warmup: 1e-2 * 1/2
-  # a checkpoint only when val improves, never at step 0
-  for i, l in enumerate(lines):
-    if l == f"saving checkpoint to {rdir}": assert lines[i - 1].startswith("step ") and not lines[i - 1].startswith("step 0:")
+  # a checkpoint only when val improves, never at step 0: here after the evals at steps 3 and 6 (lr 1e-2 learns)
+  assert [lines[i - 1].split(":")[0] for i, l in enumerate(lines) if l == f"saving checkpoint to {rdir}"] == ["step 3", "step 6"]
   metrics = [json.loads(l) for l in (rdir / "metrics.jsonl").read_text().splitlines()]
   assert [m["iter"] for m in metrics if "loss" in m] == list(range(7))
   assert [m["iter"] for m in metrics if "val_loss" in m] == [0, 3, 6]
@@ -157,23 +156,6 @@ def test_log_format_cadence_and_records(tmp_path):
   assert cfg["options"]["dim"] == 16 and cfg["versions"]["tinygrad"]
   assert cfg["commands"] == [f"python cli.py train --out_dir={rdir} " + " ".join(TINY) + " --max_iters=6 --eval_interval=3 --warmup_iters=2 --learning_rate=1e-2"]
   assert (rdir / "tokenizer.tok").is_file()
-
-def test_resume_is_exact(tmp_path):
-  common = ["--eval_interval=3", "--always_save_checkpoint=True", "--dropout=0.1", "--warmup_iters=2", "--learning_rate=1e-2"]
-  res, full = run_train(tmp_path, "--max_iters=6", *common, name="full")
-  assert res.exit_code == 0, res.output
-  res, half = run_train(tmp_path, "--max_iters=3", *common, name="half")
-  assert res.exit_code == 0, res.output
-  res, _ = run_train(tmp_path, "--max_iters=6", "--init_from=resume", *common, name="half")
-  assert res.exit_code == 0, res.output
-  assert f"Resuming training from {half}" in res.output
-  loss = lambda p: [l.split(" | ")[:3] for l in iter_lines((p / "train.log").read_text())]
-  # run 'half' logged 0..3, then resumed from its step-3 checkpoint (taken before step 3) and logged 3..6 again
-  assert [l[0] for l in loss(half)] == ["0", "1", "2", "3", "3", "4", "5", "6"]
-  assert loss(half)[:3] + loss(half)[4:] == loss(full)
-  # bit-identical, not just to 4 decimals: same kernels, same data, same dropout masks
-  exact = lambda p: [(m["iter"], m["loss"]) for m in map(json.loads, (p / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
-  assert exact(half)[:3] + exact(half)[4:] == exact(full)
 
 def test_grad_accumulation_equals_larger_batch(tmp_path):
   common = ["--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True", "--dropout=0.0", "--grad_clip=0"]

@@ -16,7 +16,7 @@ def log_to_console(stream=None) -> logging.Handler:
   stdout (click's test runner swaps it per invocation)."""
   for h in logger.handlers:
     if getattr(h, "tinystory_console", False):
-      h.setStream(stream or sys.stdout)
+      h.stream = stream or sys.stdout  # not setStream, which flushes the old stream: it may be closed by now
       return h
   h = _ConsoleHandler(stream or sys.stdout)
   h.setFormatter(logging.Formatter("%(message)s"))

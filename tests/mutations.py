@@ -1,0 +1,71 @@
+"""Mutation check: does the suite catch known bugs? Each mutation below breaks the code in one small, plausible way;
+the tests listed with it must then fail. For each one this script edits the file, runs those tests (pytest -x, stopping
+at the first failure), restores the file whatever happens, and prints `caught` or `MISSED`.
+
+  .venv/bin/python tests/mutations.py            # all (about 10 minutes on two cores)
+  .venv/bin/python tests/mutations.py NAME ...   # some; --list names them
+
+Exit status 1 when a mutation is missed or no longer applies (its text is not in the file: update it with the code).
+When you change the training step, the optimizer or the model's backward, add the mutation that your tests catch.
+"""
+import subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name: (file, text, replacement, tests that must fail)
+MUTATIONS = {
+  "pinv gradient: one term's sign flipped": (
+    "tinystory/pinv.py", "- (AdEt @ E) @ P", "+ (AdEt @ E) @ P", ["tests/test_pinv.py"]),
+  "lr warmup: nanoGPT-style off-by-one": (
+    "tinystory/train.py", "cfg.learning_rate * it / cfg.warmup_iters", "cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)",
+    ["tests/test_train.py"]),
+  "top-p: the +1 dropped (the token that reaches p is cut)": (
+    "tinystory/sample.py", "np.searchsorted(np.cumsum(p), top_p) + 1]", "np.searchsorted(np.cumsum(p), top_p)]",
+    ["tests/test_sample.py"]),
+  "gradient accumulation: adds g, not g / n": (
+    "tinystory/train.py", "a.assign(a + g / n)", "a.assign(a + g)", ["tests/test_train_step.py"]),
+  "linear: weight gradients doubled (weight not detached in the input-gradient term)": (
+    "tinystory/model.py", "y = x @ weight.detach().T + weight_grad_path(x, weight)", "y = x @ weight.T + weight_grad_path(x, weight)",
+    ["tests/test_train_step.py"]),
+  "weight_grad_path: positions paired wrongly (a transpose before the reshape)": (
+    "tinystory/model.py", "xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()",
+    "xT = x.detach().transpose(0, 1).reshape(-1, x.shape[-1]).T.contiguous()", ["tests/test_train_step.py"]),
+  "weight decay on every parameter (norm gains and biases too)": (
+    "tinystory/train.py", "cfg.weight_decay if p.ndim >= 2 else 0.0", "cfg.weight_decay", ["tests/test_train_step.py"]),
+  "AdamW: no bias correction of the first moment": (
+    "tinystory/train.py", "(lr / bias1) * m", "lr * m", ["tests/test_train_step.py"]),
+  "gradient clipping: scales up small gradients too": (
+    "tinystory/train.py", "(grad_clip / (norm + 1e-6)).minimum(1.0)", "(grad_clip / (norm + 1e-6))", ["tests/test_train.py::test_adamw_step_matches_numpy"]),
+  "resume: the dropout RNG state is not restored": (
+    "tinystory/train.py", 'set_rng_state(ck_meta["rng_state"], device)', "pass", ["tests/test_train_step.py"]),
+  "Ctrl-C: the second Ctrl-C no longer aborts": (
+    "tinystory/train.py", "if self.flag: raise KeyboardInterrupt", "if False: raise KeyboardInterrupt", ["tests/test_train_step.py"]),
+}
+
+def run(name: str) -> str:
+  file, text, replacement, tests = MUTATIONS[name]
+  path = ROOT / file
+  original = path.read_text()
+  if original.count(text) != 1: return "NO LONGER APPLIES"
+  path.write_text(original.replace(text, replacement))
+  try:
+    p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests], cwd=ROOT,
+                       capture_output=True, text=True)
+  finally: path.write_text(original)
+  return "caught" if p.returncode == 1 else "MISSED" if p.returncode == 0 else f"ERROR (pytest exit {p.returncode})"
+
+def main(argv: list[str]) -> int:
+  if argv == ["--list"]:
+    print("\n".join(MUTATIONS))
+    return 0
+  if unknown := [a for a in argv if a not in MUTATIONS]: sys.exit(f"unknown mutation {unknown[0]!r}: see --list")
+  bad = 0
+  for name in argv or MUTATIONS:
+    t = time.perf_counter()
+    result = run(name)
+    bad += result != "caught"
+    print(f"{result:>18}  {time.perf_counter() - t:6.1f}s  {name}", flush=True)
+  return 1 if bad else 0
+
+if __name__ == "__main__": sys.exit(main(sys.argv[1:]))
