@@ -154,8 +154,11 @@ def test_export_saves_the_sample_and_no_sample_reuses_it(run, tmp_path):
   assert sections(rec)["### Training:"][1] == "runs % python cli.py train \\"
   assert f"reused from {run['dir'] / 'sample.txt'}" in rec and f"using the sample saved in {run['dir'] / 'sample.txt'}" in res.output
 
+def summary_rows(record: str) -> dict[str, str]:
+  return dict(re.split(r"  +", l, maxsplit=1) for l in sections(record)["### Run summary (added by `python cli.py export-log`; not output of the commands above)"] if l)
+
 def test_summary_quotes_the_log_and_config(run):
-  rows = dict(re.split(r"  +", l, maxsplit=1) for l in sections(run["record"])["### Run summary (added by `python cli.py export-log`; not output of the commands above)"] if l)
+  rows = summary_rows(run["record"])
   cfg = json.loads((run["dir"] / "config.json").read_text())
   log_text = (run["dir"] / "train.log").read_text()
   evals = re.findall(r"^step (\d+): train loss (\S+), val loss (\S+)$", log_text, re.M)
@@ -168,6 +171,28 @@ def test_summary_quotes_the_log_and_config(run):
   assert rows["iterations"] == "11 (0 to 10), 64 tokens each" and rows["tokens seen"] == f"{11 * 64:,}"
   assert rows["checkpoint"] == f"{run['dir'] / 'ckpt'} (step 8)"  # the last eval of the resume, at 8
   assert rows["versions"].startswith(f"tinystory {cfg['versions']['tinystory']}, tinygrad {cfg['versions']['tinygrad']}")
+
+def test_summary_numbers_come_from_config_and_metrics_not_the_log(run, tmp_path):
+  rdir = copy_run(run, tmp_path)
+  cfg = json.loads((rdir / "config.json").read_text())
+  log_text = (rdir / "train.log").read_text()
+  logged = re.findall(r"(?m)^num (decayed|non-decayed) parameter tensors: (\d+), with ([\d,]+) parameters$", log_text)
+  assert cfg["num_params"] == {g: {"tensors": int(n), "parameters": int(p.replace(",", ""))} for g, n, p in logged[:2]}
+  # the log's wording changes: the summary does not depend on it
+  (rdir / "train.log").write_text(re.sub(r"(?m)^num (non-)?decayed parameter tensors.*\n", "", log_text).replace("val loss", "val_loss"))
+  assert run_cli("export-log", str(rdir), "--no-sample", f"--out={tmp_path / 'r.sh'}").exit_code == 0
+  rows = summary_rows((tmp_path / "r.sh").read_text())
+  d, nd = cfg["num_params"]["decayed"], cfg["num_params"]["non-decayed"]
+  assert rows["parameters"] == f"{d['parameters'] + nd['parameters']:,} ({d['parameters']:,} decayed in {d['tensors']} tensors + " \
+                               f"{nd['parameters']:,} non-decayed in {nd['tensors']} tensors)"
+  best = min((json.loads(l) for l in (rdir / "metrics.jsonl").read_text().splitlines() if "val_loss" in l), key=lambda r: r["val_loss"])
+  assert rows["best val loss"] == f"{best['val_loss']:.4f} at step {best['iter']} (train loss {best['train_loss']:.4f})"
+  # a run from before config.json recorded num_params: no parameters row, the rest as before
+  del cfg["num_params"]
+  (rdir / "config.json").write_text(json.dumps(cfg))
+  res = run_cli("export-log", str(rdir), "--no-sample", f"--out={tmp_path / 'old.sh'}")
+  assert res.exit_code == 0, res.output
+  assert summary_rows((tmp_path / "old.sh").read_text()) == {k: v for k, v in rows.items() if k != "parameters"}
 
 # *** bad input: one line, naming the problem ***
 

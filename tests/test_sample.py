@@ -9,7 +9,7 @@ from tinystory import UserError
 from tinystory.model import ModelArgs, Transformer
 from tinystory.sample import CachedDecoder, TextStream, generate, matvec, sample_token, state_dict_lines, token_probs
 from tinystory.tokenizer import fit_tokenizer
-from tinystory.train import save_checkpoint
+from tinystory.checkpoint import model_weights, save_checkpoint
 
 STORIES = ["Once upon a time there was a cat. The cat liked milk.", "Tom had a red ball. He threw it high!",
            "Lily saw a big dog; the dog was happy."]
@@ -20,7 +20,7 @@ def make_run(rdir: Path, tok, seed=0, **over) -> Path:
   rdir.mkdir(parents=True, exist_ok=True)
   tok.save(rdir / "tokenizer.tok")
   args = {**TINY, "vocab_size": tok.vocab_size, "unembedding": "tied", **over}  # tied: diverse text at init
-  save_checkpoint(rdir, Transformer(ModelArgs(**args), seed=seed), {},
+  save_checkpoint(rdir, model_weights(Transformer(ModelArgs(**args), seed=seed)), {},
                   {"model_args": args, "iter_num": 10, "best_val_loss": 1.0, "tokenizer_sha256": tok.sha256})
   return rdir
 
@@ -262,12 +262,12 @@ def test_prompt_is_written_first_and_greedy_is_deterministic(run, tmp_path):
   assert a.startswith("The cat") and a == b
 
 def test_default_checkpoint_is_the_newest_run(tmp_path, monkeypatch, char_tok):
-  monkeypatch.setattr("tinystory.train.RUNS_DIR", tmp_path)
+  monkeypatch.chdir(tmp_path)  # runs/ is that of the working directory
   res = invoke("--max_new_tokens=5")
-  assert res.exit_code == 1 and f"no checkpoint under {tmp_path}" in res.output
-  make_run(tmp_path / "old", char_tok, seed=0)
-  make_run(tmp_path / "new", char_tok, seed=1, dim=8, n_heads=2)
-  os.utime(tmp_path / "old" / "ckpt" / "ckpt.json", (1e9, 1e9))  # old for sure, whatever the clock's resolution
+  assert res.exit_code == 1 and f"no checkpoint under {tmp_path / 'runs'}" in res.output
+  make_run(tmp_path / "runs" / "old", char_tok, seed=0)
+  make_run(tmp_path / "runs" / "new", char_tok, seed=1, dim=8, n_heads=2)
+  os.utime(tmp_path / "runs" / "old" / "ckpt" / "ckpt.json", (1e9, 1e9))  # old for sure, whatever the clock's resolution
   assert "ModelArgs(dim=8," in text_of(invoke("--max_new_tokens=5"))
   assert "ModelArgs(dim=16," in text_of(invoke("--max_new_tokens=5", "--checkpoint=old"))  # a run name under runs/
 

@@ -6,72 +6,21 @@ the run, one option per line, followed by its part of train.log, excerpted: ever
 of which only windows are kept (the first and last few of each invocation, and chosen iteration ranges); each run of
 dropped lines becomes one `...` line. Kept lines are copied from train.log unchanged: nothing logged is recomputed.
 Below the two sections, under its own heading, is a summary of the run (data, tokenizer, size, time, best val loss,
-machine) with text sparklines of the loss.
+machine) with text sparklines of the loss, made from config.json, metrics.jsonl and the checkpoint.
 """
 import json, logging, math, re, shlex
 from pathlib import Path
 from typing import Callable
 from tinystory import UserError
-from tinystory.log import log, logger
+from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text
+from tinystory.log import fmt_duration, log, logger
 
 ROOT = Path(__file__).resolve().parent.parent  # the project root: commands in the record are run from here
 TOKENS_LINE = "tokens per iteration will be:"
 ITER_RE = re.compile(r"^(\d+) \| loss ")
 EVAL_RE = re.compile(r"^step (\d+): train loss (\S+), val loss (\S+)$")
-PARAMS_RE = re.compile(r"^num (decayed|non-decayed) parameter tensors: ([\d,]+), with ([\d,]+) parameters$")
 ELIDED = "..."
 SAMPLE_FILE = "sample.txt"
-
-# *** the run directory ***
-
-def find_run(path: str) -> Path:
-  """RUN_DIR as given, or runs/RUN_DIR as `train --out_dir` names it; it must hold config.json and train.log."""
-  from tinystory.train import RUNS_DIR
-  p = Path(path)
-  if not p.exists() and not p.is_absolute() and (RUNS_DIR / p).exists(): p = RUNS_DIR / p
-  if not p.is_dir(): raise UserError(f"run dir {path} does not exist (give a directory made by `python cli.py train`)")
-  for f in ("config.json", "train.log"):
-    if not (p / f).exists(): raise UserError(f"{path} is not a run dir: it has no {f} (expected a directory made by `python cli.py train`)")
-  return p
-
-def read_text(path: Path) -> str:
-  try: return path.read_text(encoding="utf-8")
-  except UnicodeDecodeError as e: raise UserError(f"cannot read {path}: not UTF-8 text (byte {e.start})") from None
-  except OSError as e: raise UserError(f"cannot read {path}: {e.strerror}") from None
-
-def read_config(rdir: Path) -> dict:
-  try: cfg = json.loads(read_text(rdir / "config.json"))
-  except json.JSONDecodeError as e: raise UserError(f"{rdir / 'config.json'} is not valid JSON (line {e.lineno})") from None
-  for k in ("options", "model_args", "data_meta", "tokenizer", "versions", "commands"):
-    if k not in cfg: raise UserError(f"{rdir / 'config.json'} lacks {k!r}: not a config written by `python cli.py train`")
-  if not cfg["commands"]: raise UserError(f"{rdir / 'config.json'} lists no training command")
-  return cfg
-
-def read_metrics(rdir: Path) -> tuple[list[dict], list[dict]]:
-  """(iteration records, eval records) of metrics.jsonl, in file order. A torn last line (a killed run) is skipped."""
-  path = rdir / "metrics.jsonl"
-  if not path.exists(): raise UserError(f"{rdir} has no metrics.jsonl: not a run dir made by `python cli.py train`")
-  text = read_text(path)
-  iters, evals = [], []
-  for n, line in enumerate(text.splitlines(), 1):
-    try: rec = json.loads(line)
-    except json.JSONDecodeError:
-      if n == len(text.splitlines()) and not text.endswith("\n"): break
-      raise UserError(f"{path} line {n} is not JSON") from None
-    (evals if "val_loss" in rec else iters).append(rec)
-  return iters, evals
-
-def last_per_iter(records: list[dict]) -> list[dict]:
-  """One record per iteration, the last one written (a resume from an earlier checkpoint repeats iterations)."""
-  return sorted({r["iter"]: r for r in records}.values(), key=lambda r: r["iter"])
-
-def wall_time(records: list[dict]) -> float:
-  """Seconds over every invocation: `time` counts from each invocation's start, so it drops when a new one begins."""
-  total, last = 0.0, 0.0
-  for r in records:
-    if r["time"] < last: total += last
-    last = r["time"]
-  return total + last
 
 # *** train.log: invocations, commands, excerpts ***
 
@@ -190,7 +139,6 @@ def run_sample(rdir: Path, options: dict, overrides: list[tuple[str, object]], w
 
 def saved_sample(rdir: Path) -> tuple[str, str]:
   """(command, output) of RUN_DIR/sample.txt: its first line is the command, the rest what it printed."""
-  from tinystory.train import find_checkpoint
   path = rdir / SAMPLE_FILE
   if not path.exists():
     raise UserError(f"--no-sample: {path} does not exist; export once with --sample (the default) to sample and save one")
@@ -214,28 +162,34 @@ def sparkline(values: list[float], width: int = 60) -> str:
   lo, hi = min(means), max(means)
   return "".join(SPARKS[round((m - lo) / (hi - lo) * (len(SPARKS) - 1)) if hi > lo else 0] for m in means)
 
+def wall_time(records: list[dict]) -> float:
+  """Seconds over every invocation: `time` counts from each invocation's start, so it drops when a new one begins."""
+  total, last = 0.0, 0.0
+  for r in records:
+    if r["time"] < last: total += last
+    last = r["time"]
+  return total + last
+
 def source_name(source: dict) -> str: return source["path"] if "path" in source else f"synthetic:{source['synthetic']}"
 
-def summary_lines(rdir: Path, cfg: dict, log_lines: list[str], sample_note: str) -> list[str]:
-  """The record's own table of the run: `name  value` rows. Logged numbers are quoted from train.log as logged."""
-  from tinystory.train import find_checkpoint, fmt_duration
+def summary_lines(rdir: Path, cfg: dict, sample_note: str) -> list[str]:
+  """The record's own table of the run, `name  value` rows, from config.json, metrics.jsonl and the checkpoint."""
   all_iters, evals = read_metrics(rdir)
   iters, evals = last_per_iter(all_iters), last_per_iter(evals)
   o, v, tok = cfg["options"], cfg["versions"], cfg["tokenizer"]
   rows = [("data", f"{source_name(s)} sha256 {s['sha256']}") for s in cfg["data_meta"]["sources"]]
   rows.append(("tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, sha256 {tok['sha256']}"))
-  params = {m[1]: (m[2], m[3]) for m in map(PARAMS_RE.match, log_lines) if m}
-  if len(params) == 2:
-    (nd, pd), (nn, pn) = params["decayed"], params["non-decayed"]
-    total = int(pd.replace(",", "")) + int(pn.replace(",", ""))
-    rows.append(("parameters", f"{total:,} ({pd} decayed in {nd} tensors + {pn} non-decayed in {nn} tensors)"))
+  if n := cfg.get("num_params"):  # runs from before config.json recorded it have no row
+    d, nd = n["decayed"], n["non-decayed"]
+    rows.append(("parameters", f"{d['parameters'] + nd['parameters']:,} ({d['parameters']:,} decayed in {d['tensors']} tensors"
+                               f" + {nd['parameters']:,} non-decayed in {nd['tensors']} tensors)"))
   if iters:
     per_iter = o["gradient_accumulation_steps"] * o["batch_size"] * o["max_seq_len"]
     rows.append(("iterations", f"{iters[-1]['iter'] + 1:,} (0 to {iters[-1]['iter']:,}), {per_iter:,} tokens each"))
     rows.append(("tokens seen", f"{iters[-1]['tokens']:,}"))
   rows.append(("wall time", f"{fmt_duration(wall_time(all_iters))} (all invocations, evals included)"))
-  best = min((m for m in map(EVAL_RE.match, log_lines) if m), key=lambda m: float(m[3]), default=None)
-  if best: rows.append(("best val loss", f"{best[3]} at step {best[1]} (train loss {best[2]})"))
+  best = min((r for r in evals if math.isfinite(r["val_loss"])), key=lambda r: r["val_loss"], default=None)
+  if best: rows.append(("best val loss", f"{best['val_loss']:.4f} at step {best['iter']} (train loss {best['train_loss']:.4f})"))
   ck = find_checkpoint(rdir)
   rows.append(("checkpoint", f"{shown_path(ck)} (step {json.loads(read_text(ck / 'ckpt.json'))['iter_num']:,})"))
   rows.append(("sample", sample_note))
@@ -264,7 +218,6 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   sample=True samples now with `sample_options` (SampleConfig fields; `sample_overrides` are those given, in order),
   streaming the text through `write`, and saves it as RUN_DIR/sample.txt; sample=False reuses that file."""
   from tinystory import write_atomic
-  from tinystory.train import find_checkpoint
   rdir = find_run(run_dir)
   cfg, log_lines = read_config(rdir), read_text(rdir / "train.log").splitlines()
   find_checkpoint(rdir)  # before anything slow: a run with no checkpoint yet has nothing to sample or show
@@ -282,6 +235,6 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   text = ("### Running:\n\n" + f"{prompt} {command}".lstrip() + f"\n{output}" + ("" if output.endswith("\n") else "\n") +
           "\n### Training:\n\n" + "\n".join(training) + "\n\n\n" +
           "### Run summary (added by `python cli.py export-log`; not output of the commands above)\n\n" +
-          "\n".join(summary_lines(rdir, cfg, log_lines, note)) + "\n")
+          "\n".join(summary_lines(rdir, cfg, note)) + "\n")
   write_atomic(out_path, text)
   return out_path

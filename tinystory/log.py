@@ -44,3 +44,8 @@ def log_to_file(path) -> logging.Handler:
 def stop_logging_to(handler: logging.Handler) -> None:
   logger.removeHandler(handler)
   handler.close()
+
+def fmt_duration(s: float) -> str:
+  """Seconds as h:mm:ss."""
+  s = int(s)
+  return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

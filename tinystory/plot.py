@@ -1,9 +1,9 @@
 """The loss curve of a run as a PNG: train loss per iteration (raw, faint, and smoothed) and val loss at each eval,
 from metrics.jsonl, on a log loss axis. matplotlib is an optional extra (`pip install '.[plot]'`)."""
-import os
+import io
 from pathlib import Path
-from tinystory import UserError
-from tinystory.export import find_run, last_per_iter, read_metrics
+from tinystory import UserError, write_atomic
+from tinystory.checkpoint import find_run, last_per_iter, read_metrics
 
 def smooth(values: list[float], window: int) -> list[float]:
   """Trailing mean over the last `window` values (fewer at the start)."""
@@ -38,9 +38,8 @@ def plot_loss(run_dir: str, out: str | None = None, logx: bool = False) -> Path:
   ax.grid(alpha=0.3)
   ax.legend()
   fig.tight_layout()
-  tmp = out_path.with_name(out_path.name + ".tmp")
-  try: fig.savefig(tmp, format="png")
-  except OSError as e: raise UserError(f"cannot write {out_path}: {e.strerror}") from None
+  png = io.BytesIO()
+  try: fig.savefig(png, format="png")
   finally: plt.close(fig)
-  os.replace(tmp, out_path)
+  write_atomic(out_path, png.getvalue())
   return out_path

@@ -224,29 +224,10 @@ class TextStream:
 
 # *** loading ***
 
-def newest_checkpoint(runs_dir: Path) -> Path:
-  from tinystory.train import find_checkpoint
-  found = []
-  for d in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-    try: found.append(find_checkpoint(d))
-    except UserError: pass
-  if not found:
-    raise UserError(f"no checkpoint under {runs_dir}: train a model first (python cli.py train ...) or pass --checkpoint")
-  return max(found, key=lambda ck: (ck / "ckpt.json").stat().st_mtime)
-
-def resolve_checkpoint(path: str) -> Path:
-  """The checkpoint dir for --checkpoint: a run dir, a checkpoint dir or a file in one, or a run name under runs/."""
-  from tinystory.train import RUNS_DIR, find_checkpoint
-  if not path: return newest_checkpoint(RUNS_DIR)
-  p = Path(path)
-  if not p.exists() and not p.is_absolute() and (RUNS_DIR / p).exists(): p = RUNS_DIR / p
-  if not p.exists(): raise UserError(f"--checkpoint={path}: no such file or directory (give a run dir such as runs/out)")
-  return find_checkpoint(p.parent if p.is_file() else p)
-
 def load_model(ck: Path):
   """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
   from tinystory.model import ModelArgs, Transformer, param_shapes
-  from tinystory.train import load_checkpoint
+  from tinystory.checkpoint import load_checkpoint
   meta, weights, _ = load_checkpoint(ck)
   try: args = ModelArgs(**meta["model_args"])
   except TypeError as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
@@ -283,8 +264,9 @@ def state_dict_lines(model) -> list[str]:
 def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambda s: None, preamble: bool = True) -> dict:
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
+  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.device import set_device
   from tinystory.tokenizer import load_tokenizer
-  from tinystory.train import set_device
   validate(cfg)
   set_device(cfg.device)
   ck = resolve_checkpoint(cfg.checkpoint)

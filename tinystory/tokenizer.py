@@ -12,11 +12,11 @@ One file format for both kinds (suggested extension .tok), tiktoken's rank forma
   {"format": "tinystory-tokenizer", "version": 1, "kind": ..., "vocab_size": ..., "pattern": ..., "special_tokens": ...}
   <base64 of the token's bytes> <id>      one line per ordinary token, ids 3, 4, ... in order
 """
-import base64, collections, hashlib, heapq, json, os, tempfile
+import base64, collections, hashlib, heapq, json
 from pathlib import Path
 from typing import Callable, Iterable
 import numpy as np
-from tinystory import UserError
+from tinystory import UserError, write_atomic
 
 FORMAT, VERSION, KINDS = "tinystory-tokenizer", 1, ("char", "bpe")
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -72,16 +72,11 @@ class Tokenizer:
     return ("\n".join(lines) + "\n").encode()
 
   def save(self, path) -> None:
-    """Write the file atomically: a temp file in the same directory, renamed over `path`."""
-    path, tmp = Path(path), None
-    try:
-      path.parent.mkdir(parents=True, exist_ok=True)
-      fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-      with os.fdopen(fd, "wb") as f: f.write(self.to_bytes())
-      os.replace(tmp, path)
+    """Write the file atomically (write_atomic), creating its directory."""
+    path = Path(path)
+    try: path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise UserError(f"cannot write tokenizer file {path}: {e.strerror}") from None
-    finally:
-      if tmp and os.path.exists(tmp): os.unlink(tmp)
+    write_atomic(path, self.to_bytes())
 
   def _check_ids(self, ids) -> list[int]:
     a = np.asarray(ids)

@@ -1,22 +1,22 @@
 """Training: llama2.c's train.py loop in tinygrad, with exact resume and a complete run record.
 
-A run lives in one directory (`runs/<out_dir>`): train.log (everything printed, verbatim), metrics.jsonl (one JSON
-object per iteration and per eval), config.json (resolved options, data, tokenizer, versions, command lines),
-tokenizer.tok (a copy) and ckpt/ (the checkpoint: model.safetensors, optimizer.safetensors, ckpt.json).
+A run lives in one directory (`./runs/<out_dir>`, see checkpoint.run_dir): train.log (everything printed, verbatim),
+metrics.jsonl (one JSON object per iteration and per eval), config.json (resolved options, parameter counts, data,
+tokenizer, versions, command lines), tokenizer.tok (a copy) and ckpt/ (the checkpoint, written by checkpoint.py).
 """
-import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
+import dataclasses, json, math, os, platform, shlex, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from tinystory import UserError, __version__, write_atomic
-from tinystory.log import log, log_to_file, stop_logging_to
-
-RUNS_DIR = Path(__file__).resolve().parent.parent / "runs"
+from tinystory.checkpoint import CKPT, load_checkpoint, model_weights, run_dir, save_checkpoint, unpadded
+from tinystory.device import set_device
+from tinystory.log import fmt_duration, log, log_to_file, stop_logging_to
 
 @dataclass
 class TrainConfig:
   # I/O
-  out_dir: str = "out"                 # relative to runs/ unless absolute
+  out_dir: str = "out"                 # relative to ./runs unless absolute
   eval_interval: int = 5000
   log_interval: int = 1
   eval_iters: int = 100
@@ -58,8 +58,6 @@ class TrainConfig:
   compile: bool = True                 # TinyJit-compiled steps; False runs eagerly (same numbers, slower)
   seed: int = 1337                     # model init and dropout
   peak_flops: float = 0.0              # for mfu; 0: 3e11 on cpu (this project's reference CPU), 312e12 elsewhere (A100 bf16)
-
-def run_dir(cfg: TrainConfig) -> Path: return Path(cfg.out_dir) if os.path.isabs(cfg.out_dir) else RUNS_DIR / cfg.out_dir
 
 def validate(cfg: TrainConfig) -> None:
   def need(ok, msg):
@@ -144,52 +142,6 @@ def check_vocab_size(cfg: TrainConfig, tok_path: Path):
                     f"{tok.vocab_size} tokens: drop --vocab_size or pass a tokenizer of that size")
   return tok
 
-# *** checkpoints ***
-
-CKPT = "ckpt"
-
-def save_checkpoint(rdir: Path, model, opt_state: dict, meta: dict) -> None:
-  """Write rdir/ckpt atomically: a complete new directory is renamed into place; the old one is kept as ckpt.prev
-  until the rename is done, so a crash at any point leaves one complete checkpoint (load_checkpoint looks at both)."""
-  from tinygrad.nn.state import safe_save
-  tmp, cur, prev = rdir / (CKPT + ".tmp"), rdir / CKPT, rdir / (CKPT + ".prev")
-  shutil.rmtree(tmp, ignore_errors=True)
-  tmp.mkdir(parents=True)
-  safe_save({n: t.contiguous() for n, t in model.state_dict().items()}, str(tmp / "model.safetensors"))
-  safe_save(opt_state, str(tmp / "optimizer.safetensors"))
-  (tmp / "ckpt.json").write_text(json.dumps(meta, indent=1))
-  for f in tmp.iterdir(): _fsync(f)
-  if cur.exists():
-    shutil.rmtree(prev, ignore_errors=True)
-    os.replace(cur, prev)
-  os.replace(tmp, cur)
-  shutil.rmtree(prev, ignore_errors=True)
-
-def _fsync(path: Path) -> None:
-  with open(path, "rb") as f: os.fsync(f.fileno())
-
-def find_checkpoint(path: Path) -> Path:
-  """The checkpoint dir for a run dir or a checkpoint dir, falling back to ckpt.prev after a crash mid-save."""
-  for p in (path, path / CKPT, path / (CKPT + ".prev")):
-    if (p / "ckpt.json").is_file() and (p / "model.safetensors").is_file(): return p
-  raise UserError(f"no checkpoint in {path}: expected {path / CKPT}/ckpt.json and model.safetensors "
-                  "(a run saves one at its first eval after step 0 that improves val loss, or on Ctrl-C)")
-
-def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir."""
-  from tinygrad.nn.state import safe_load
-  ck = find_checkpoint(path)
-  try:
-    meta = json.loads((ck / "ckpt.json").read_text())
-    weights = {n: t.numpy() for n, t in safe_load(str(ck / "model.safetensors")).items()}
-    opt = {n: t.numpy() for n, t in safe_load(str(ck / "optimizer.safetensors")).items()} \
-      if (ck / "optimizer.safetensors").is_file() else {}
-  except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-    raise UserError(f"checkpoint {ck} is unreadable or corrupt: {e}") from None
-  for k in ("model_args", "iter_num", "best_val_loss"):
-    if k not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {k!r}")
-  return meta, weights, opt
-
 # *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
 
 def rng_state(device: str) -> dict:
@@ -267,10 +219,10 @@ class TrainSteps:
     self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt_step], np.float32))
     self._update()
 
-  def optimizer_state(self) -> dict:
+  def optimizer_state(self) -> dict[str, np.ndarray]:
     shapes, out = self.model.shapes, {}
     for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
-      out["exp_avg." + n], out["exp_avg_sq." + n] = [t.shrink(tuple((0, d) for d in shapes[n])).contiguous() for t in (m, v)]
+      out["exp_avg." + n], out["exp_avg_sq." + n] = unpadded(m, shapes[n]), unpadded(v, shapes[n])
     return out
 
   def load_optimizer_state(self, state: dict[str, np.ndarray], opt_step: int) -> None:
@@ -291,10 +243,6 @@ def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> f
   flops_per_token = 6 * n + 12 * a.n_layers * a.n_heads * a.head_dim * a.max_seq_len
   return flops_per_token * tokens_per_iter / dt / peak_flops
 
-def fmt_duration(s: float) -> str:
-  s = int(s)
-  return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
-
 class Interrupted:
   """SIGINT sets a flag that the loop checks between steps (so a step is never cut in half); a second Ctrl-C aborts."""
   def __init__(self): self.flag = False
@@ -311,7 +259,7 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   are logged as `Overriding: k = v`); `argv` is the command line after `cli.py` (default: this process's), recorded in
   config.json so that the run can be reproduced. Returns a summary dict (iterations, best val loss, run dir)."""
   validate(cfg)
-  rdir = run_dir(cfg)
+  rdir = run_dir(cfg.out_dir)
   if cfg.init_from == "scratch" and (rdir / CKPT).exists():
     raise UserError(f"{rdir} already holds a checkpoint: pass --init_from=resume to continue it, or another --out_dir")
   rdir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +292,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), load_tokenizer(tok_path))
   else:
     shard_dir, tok_path = resolve_data(cfg)
-    if tok_path.resolve() != (rdir / "tokenizer.tok").resolve(): shutil.copyfile(tok_path, rdir / "tokenizer.tok")
+    if tok_path.resolve() != (rdir / "tokenizer.tok").resolve(): write_atomic(rdir / "tokenizer.tok", tok_path.read_bytes())
   tok = load_tokenizer(rdir / "tokenizer.tok")
 
   # model
@@ -364,9 +312,9 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     model.load_state_dict(ck_weights)
     iter_num, best_val_loss, data_state = ck_meta["iter_num"], ck_meta["best_val_loss"], ck_meta["data_state"]
     set_rng_state(ck_meta["rng_state"], device)
-  (nd, npd), (nn_, npn) = model.num_params()
-  log(f"num decayed parameter tensors: {nd}, with {npd:,} parameters")
-  log(f"num non-decayed parameter tensors: {nn_}, with {npn:,} parameters")
+  num_params = {group: {"tensors": n, "parameters": p} for group, (n, p) in zip(("decayed", "non-decayed"), model.num_params())}
+  for group, n in num_params.items():
+    log(f"num {group} parameter tensors: {n['tensors']}, with {n['parameters']:,} parameters")
   log("using fused AdamW: False")
 
   steps = TrainSteps(model, cfg)
@@ -385,7 +333,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   train_batches = batches("train", data_state)
   config_path = rdir / "config.json"
   run_config = json.loads(config_path.read_text()) if config_path.is_file() and ck_meta else {}
-  run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, shard_dir=str(shard_dir),
+  run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
                     data_meta=pretok.load_meta(shard_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
                     "vocab_size": tok.vocab_size, "sha256": tok.sha256}, versions=versions(),
                     commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
@@ -397,7 +345,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   def checkpoint():
     log(f"saving checkpoint to {cfg.out_dir}")
-    save_checkpoint(rdir, model, steps.optimizer_state(), {
+    save_checkpoint(rdir, model_weights(model), steps.optimizer_state(), {
       "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt_step,
       "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
@@ -447,16 +395,6 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   metrics.close()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
-
-def set_device(name: str) -> str:
-  """Map a llama2.c/torch device name to tinygrad's and make it the default ('cpu' -> CPU, 'cuda:0' -> CUDA)."""
-  from tinygrad import Device
-  from tinygrad.helpers import DEV
-  dev = {"cpu": "CPU", "mps": "METAL"}.get(name.lower(), name.split(":")[0].upper())
-  try: Device[dev]
-  except Exception as e: raise UserError(f"--device={name}: tinygrad cannot open {dev} here ({type(e).__name__}: {e})") from None
-  DEV.value = dev
-  return Device.DEFAULT
 
 def versions() -> dict:
   import tinygrad
