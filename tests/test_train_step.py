@@ -11,7 +11,8 @@ from tinygrad import Tensor
 import cli as cli_module
 from cli import cli
 from tinystory.model import ModelArgs, Transformer
-from tinystory.train import TrainConfig, TrainSteps, load_checkpoint
+from tinystory.checkpoint import load_checkpoint
+from tinystory.train import TrainConfig, TrainSteps
 from test_model import random_tokens, ref_loss
 from test_train import TINY, iter_lines, numpy_adamw, run_train
 
