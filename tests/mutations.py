@@ -38,9 +38,14 @@ MUTATIONS = {
   "gradient clipping: scales up small gradients too": (
     "tinystory/train.py", "(grad_clip / (norm + 1e-6)).minimum(1.0)", "(grad_clip / (norm + 1e-6))", ["tests/test_train.py::test_adamw_step_matches_numpy"]),
   "resume: the dropout RNG state is not restored": (
-    "tinystory/train.py", 'set_rng_state(ck_meta["rng_state"], device)', "pass", ["tests/test_train_step.py"]),
+    "tinystory/train.py", 'resume.meta["rng_state"] if resume else ', "", ["tests/test_train_step.py"]),
   "Ctrl-C: the second Ctrl-C no longer aborts": (
     "tinystory/train.py", "if self.flag: raise KeyboardInterrupt", "if False: raise KeyboardInterrupt", ["tests/test_train_step.py"]),
+  "resume: the saved options are not restored (defaults for what is not typed)": (
+    "tinystory/train.py", "if k not in given and hasattr(cfg, k)}", "if k in RESUME_FIXED}",
+    ["tests/test_reliability.py::test_resume_takes_the_saved_options_and_refuses_shape_changes"]),
+  "two trainers: the run dir's lock is not taken": (
+    "tinystory/checkpoint.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fd", ["tests/test_reliability.py::test_one_trainer_per_run_dir"]),
 }
 
 def run(name: str) -> str:

@@ -85,7 +85,13 @@ def test_resume_without_checkpoint_and_scratch_over_checkpoint(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True")
   assert res.exit_code == 0, res.output
   res, _ = run_train(tmp_path, "--max_iters=2")
-  assert res.exit_code == 1 and "already holds a checkpoint: pass --init_from=resume" in res.output
+  assert res.exit_code == 1 and f"Error: {rdir} already holds a checkpoint ({rdir / 'ckpt'}): pass --init_from=resume to continue it, " \
+    "--overwrite=True to delete that run and start a new one there, or another --out_dir\n" in res.output
+  res, _ = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True", "--overwrite=True")  # a new run there
+  assert res.exit_code == 0 and f"--overwrite=True: deleted the previous run in {rdir}" in res.output, res.output
+  assert (rdir / "train.log").read_text() == res.output and len(json.loads((rdir / "config.json").read_text())["commands"]) == 1
+  assert [m["iter"] for m in map(json.loads, (rdir / "metrics.jsonl").read_text().splitlines()) if "loss" in m] == [0, 1]
+  assert load_checkpoint(rdir)[0]["iter_num"] == 1
 
 # *** schedule and optimizer maths ***
 
@@ -168,7 +174,9 @@ def test_grad_accumulation_equals_larger_batch(tmp_path):
 
 def test_nonfinite_loss_stops_with_message(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=20", "--eval_interval=100", "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0")
-  assert res.exit_code == 1 and re.search(r"loss is (nan|inf) at step \d+: training stopped", res.output), res.output
+  # no checkpoint yet, grad_clip off: the advice says both (with clipping on, the divergence test shows it is not advised)
+  assert res.exit_code == 1 and re.search(r"^Error: loss is (nan|inf) at step \d+: training stopped; no checkpoint was saved: "
+                                          r"start again with a lower --learning_rate \(now 1e\+30\) or --grad_clip=1.0$", res.output, re.M), res.output
 
 def test_ctrl_c_saves_and_resume_continues(tmp_path):
   rdir = tmp_path / "sig"

@@ -1,5 +1,5 @@
 """tinystory: train tiny LLaMA-style story models from scratch on a CPU with tinygrad."""
-import os
+import errno, os, shutil
 from pathlib import Path
 __version__ = "0.1.0"
 
@@ -35,3 +35,30 @@ def write_atomic(path, data: str | bytes) -> None:
     try: tmp.unlink(missing_ok=True)
     except OSError: pass
     raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+
+def create_dirs(path, what: str) -> Path | None:
+  """mkdir -p `path` (`what` names it in errors, e.g. "--out_dir"); returns the topmost directory it created, None if
+  `path` existed, so that a command that then fails can remove what it made (remove_created). A path that is a file,
+  lies under a file, or cannot be created (read-only, /proc, permission) is a UserError."""
+  path = Path(path)
+  if path.is_dir(): return None
+  if path.exists(): raise UserError(f"{what} {path} is a file, expected a directory")
+  if (f := next((p for p in path.parents if p.exists() and not p.is_dir()), None)) is not None:
+    raise UserError(f"{what} {path}: {f} is a file, not a directory")
+  top = None
+  for p in reversed([path, *path.parents]):  # one level at a time: a level made by another process is not ours
+    if p.is_dir(): continue
+    try:
+      p.mkdir()
+      top = top or p
+    except FileExistsError:
+      if not p.is_dir(): raise UserError(f"{what} {path}: {p} is a file, not a directory") from None
+    except OSError as e:
+      remove_created(top)
+      hint = " (not a place for files: choose a directory on a disk)" if e.errno in (errno.ENOENT, errno.EPERM) else ""
+      raise UserError(f"cannot create {what} {path}: {e.strerror or e}{hint}") from None
+  return top
+
+def remove_created(top: Path | None) -> None:
+  """Remove a directory tree create_dirs made (None: it made nothing)."""
+  if top is not None: shutil.rmtree(top, ignore_errors=True)

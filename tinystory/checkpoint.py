@@ -6,12 +6,13 @@ as llama2.c's out_dir is relative to where it runs. A run's checkpoint is RUN_DI
 names, logical shapes), optimizer.safetensors (the AdamW moments, logical shapes) and ckpt.json. Both tensor files are
 written with the safetensors package from numpy arrays (plain file writes, fsync, atomic rename) and read with it.
 """
-import contextlib, json, os, shutil
+import contextlib, fcntl, json, os, shutil
 from pathlib import Path
 import numpy as np
 from tinystory import UserError, fsync_dir, write_file
 
 CKPT = "ckpt"
+LOCK = "train.lock"  # held (flock) by the one `train` running in a run dir
 
 # *** where runs are ***
 
@@ -57,6 +58,41 @@ def newest_checkpoint() -> Path:
     raise UserError(f"no checkpoint under {runs_dir()}: train a model first (python cli.py train ...) or pass --checkpoint")
   return max(found, key=lambda ck: (ck / "ckpt.json").stat().st_mtime)
 
+# *** one trainer per run dir ***
+
+@contextlib.contextmanager
+def training_lock(rdir: Path):
+  """Hold RUN_DIR/train.lock for a training run: a second trainer is refused with one line, and export-log sees the
+  run is live (training_pid). flock: the kernel drops it when the process ends, however it ends (kill -9 too), so a
+  stale lock never blocks. Creating the file is also the first write to the run dir: an unwritable one fails here."""
+  path = rdir / LOCK
+  try:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e} (--out_dir must be a writable directory)") from None
+  try:
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f"{rdir} is in use: another `train` (pid {read_pid(fd)}) is running in it; wait for it to end (Ctrl-C "
+                      "in it saves a checkpoint and stops), or pass another --out_dir") from None
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the messages of the others
+    except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    yield
+  finally: os.close(fd)
+
+def read_pid(fd: int) -> str: return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+
+def training_pid(rdir: Path) -> str | None:
+  """The pid of the `train` running in rdir, None if none is."""
+  try: fd = os.open(rdir / LOCK, os.O_RDONLY)
+  except OSError: return None  # never trained here, or unreadable: no lock to find
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return None
+  except BlockingIOError: return read_pid(fd)
+  finally: os.close(fd)  # closing drops our shared lock at once
+
 # *** save and load ***
 
 def unpadded(t, shape: tuple[int, ...]) -> np.ndarray:
@@ -97,19 +133,47 @@ def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[
   shutil.rmtree(prev, ignore_errors=True)
 
 def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
-  """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir."""
+  """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir. The fields every reader
+  uses are checked here (model_args, iter_num, best_val_loss), and that the weights are finite."""
   from safetensors import SafetensorError
   from safetensors.numpy import load
-  ck = find_checkpoint(path)
-  try:
-    meta = json.loads((ck / "ckpt.json").read_text())
-    weights, opt = (load((ck / f).read_bytes()) if (ck / f).is_file() else {} for f in ("model.safetensors", "optimizer.safetensors"))
-  except (OSError, ValueError, SafetensorError) as e:
-    raise UserError(f"checkpoint {ck} is unreadable or corrupt: {e}") from None
+  for attempt in range(2):
+    ck = find_checkpoint(path)
+    try:
+      meta = json.loads((ck / "ckpt.json").read_text())
+      weights, opt = (load((ck / f).read_bytes()) if (ck / f).is_file() else {} for f in ("model.safetensors", "optimizer.safetensors"))
+      break
+    except FileNotFoundError:  # a trainer's save renamed ckpt to ckpt.prev meanwhile: look again, once
+      if attempt: raise UserError(f"checkpoint {ck} vanished while being read (is a trainer saving into it?)") from None
+    except (OSError, ValueError, SafetensorError) as e:
+      raise UserError(f"checkpoint {ck} is unreadable or corrupt: {e}") from None
   if not isinstance(meta, dict): raise UserError(f"checkpoint {ck / 'ckpt.json'} is not a JSON object")
   for k in ("model_args", "iter_num", "best_val_loss"):
     if k not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {k!r}")
+  check_field(meta, "model_args", dict, ck)
+  check_field(meta, "iter_num", int, ck, lambda v: v >= 0)
+  check_field(meta, "best_val_loss", float, ck)
+  if bad := [n for n, w in weights.items() if not np.isfinite(w).all()]:
+    raise UserError(f"checkpoint {ck}: {bad[0]} holds NaN or inf values (a diverged run saved by an older tinystory): "
+                    f"resume or sample from an earlier checkpoint")
   return meta, weights, opt
+
+def check_field(meta: dict, key: str, kind: type, ck: Path, ok=lambda v: True) -> None:
+  """UserError unless ckpt.json's `key` is a `kind` (int for float too, never a bool) for which ok(value) holds."""
+  v = meta.get(key)
+  if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind) or not ok(v):
+    raise UserError(f"checkpoint {ck / 'ckpt.json'}: {key}={json.dumps(v)[:60]} is not a valid {kind.__name__}")
+
+def model_args_of(ck: Path, meta: dict, weights: dict[str, np.ndarray]):
+  """The checkpoint's ModelArgs, checked against its weights' names and shapes."""
+  from tinystory.model import ModelArgs, param_shapes
+  try: args = ModelArgs(**meta["model_args"])
+  except (TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
+  # checked before building the model: model_args that lack a field get llama2.c's 7B defaults
+  shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
+  if shapes != param_shapes(args, args.vocab_size, args.hidden_size):
+    raise UserError(f"checkpoint {ck}: the weights do not fit its model_args, {args!r}")
+  return args
 
 # *** config.json and metrics.jsonl ***
 

@@ -12,7 +12,7 @@ import json, logging, math, re, shlex
 from pathlib import Path
 from typing import Callable
 from tinystory import UserError
-from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text
+from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text, training_pid
 from tinystory.log import fmt_duration, log, logger
 
 ROOT = Path(__file__).resolve().parent.parent  # the project root: commands in the record are run from here
@@ -219,6 +219,8 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   streaming the text through `write`, and saves it as RUN_DIR/sample.txt; sample=False reuses that file."""
   from tinystory import write_atomic
   rdir = find_run(run_dir)
+  if (pid := training_pid(rdir)) is not None:  # its log, metrics and checkpoint would not agree with one another
+    raise UserError(f"{rdir} is still training (pid {pid}): export it when that run ends (Ctrl-C in it saves a checkpoint and stops)")
   cfg, log_lines = read_config(rdir), read_text(rdir / "train.log").splitlines()
   find_checkpoint(rdir)  # before anything slow: a run with no checkpoint yet has nothing to sample or show
   out_path = Path(out) if out else rdir / f"train-{rdir.resolve().name}.sh"

@@ -3,7 +3,8 @@
 The console gets each message as is; a run adds its `train.log` with `log_to_file`, so the file holds exactly what
 the user saw (export-log copies lines from it verbatim).
 """
-import logging, sys
+import contextlib, logging, os, sys
+from tinystory import UserError
 
 logger = logging.getLogger("tinystory")
 logger.setLevel(logging.INFO)
@@ -30,20 +31,53 @@ class _ConsoleHandler(logging.StreamHandler):
     if not isinstance(sys.exc_info()[1], BrokenPipeError): super().handleError(record)
 
 class _FlushingFileHandler(logging.FileHandler):
+  """Each message written through at once; a write error (disk full, read-only) is a UserError naming the file, which
+  ends the command with one line, instead of logging's traceback on stderr and a run that goes on unrecorded."""
   def emit(self, record):
-    super().emit(record)
-    self.flush()
+    try:
+      if self.stream is None: self.stream = self._open()
+      self.stream.write(self.format(record) + self.terminator)
+      self.stream.flush()
+    except OSError as e: raise UserError(f"cannot write {self.baseFilename}: {e.strerror or e}") from None
 
-def log_to_file(path) -> logging.Handler:
-  """Append every message to `path` (a run's train.log) until `stop_logging_to(handler)`."""
-  h = _FlushingFileHandler(path, mode="a", encoding="utf-8")
+class _Pending(logging.Handler):
+  def __init__(self):
+    super().__init__()
+    self.records = []
+  def emit(self, record): self.records.append(record)
+
+def log_to_pending() -> logging.Handler:
+  """Keep every message from now on, for a file that is not opened yet (log_to_file(path, pending))."""
+  h = _Pending()
+  logger.addHandler(h)
+  return h
+
+def log_to_file(path, pending: logging.Handler | None = None) -> logging.Handler:
+  """Append every message to `path` (a run's train.log) until `stop_logging_to(handler)`, starting with those kept by
+  `pending` (which stops). A torn last line (a killed process's) is dropped first."""
+  drop_torn_line(path)
+  h = _FlushingFileHandler(path, mode="a", encoding="utf-8", delay=True)
   h.setFormatter(logging.Formatter("%(message)s"))
+  if pending is not None:
+    stop_logging_to(pending)
+    for record in pending.records: h.emit(record)
   logger.addHandler(h)
   return h
 
 def stop_logging_to(handler: logging.Handler) -> None:
   logger.removeHandler(handler)
-  handler.close()
+  with contextlib.suppress(OSError): handler.close()  # a write error was reported when it happened
+
+def drop_torn_line(path) -> None:
+  """Cut a file of lines after its last newline: a process killed mid-write leaves part of a line, which the next
+  appended line would run into."""
+  try:
+    with open(path, "rb+") as f:
+      size = f.seek(0, os.SEEK_END)
+      f.seek(max(0, size - (1 << 16)))
+      if (tail := f.read()) and not tail.endswith(b"\n"): f.truncate(size - len(tail) + tail.rfind(b"\n") + 1)
+  except FileNotFoundError: return
+  except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e}") from None
 
 def fmt_duration(s: float) -> str:
   """Seconds as h:mm:ss."""

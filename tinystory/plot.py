@@ -3,7 +3,8 @@ from metrics.jsonl, on a log loss axis. matplotlib is an optional extra (`pip in
 import io
 from pathlib import Path
 from tinystory import UserError, write_atomic
-from tinystory.checkpoint import find_run, last_per_iter, read_metrics
+from tinystory.checkpoint import find_run, last_per_iter, read_metrics, training_pid
+from tinystory.log import log
 
 def smooth(values: list[float], window: int) -> list[float]:
   """Trailing mean over the last `window` values (fewer at the start)."""
@@ -24,6 +25,8 @@ def plot_loss(run_dir: str, out: str | None = None, logx: bool = False) -> Path:
   rdir = find_run(run_dir)
   iters, evals = (last_per_iter(r) for r in read_metrics(rdir))
   if not iters and not evals: raise UserError(f"{rdir / 'metrics.jsonl'} has no iterations or evals yet: nothing to plot")
+  if (pid := training_pid(rdir)) is not None:
+    log(f"note: {rdir} is still training (pid {pid}): the plot is a snapshot, up to iteration {max(r['iter'] for r in iters + evals)}")
   out_path = Path(out) if out else rdir / "loss.png"
   x, loss = [r["iter"] for r in iters], [r["loss"] for r in iters]
   window = max(1, len(loss) // 50)

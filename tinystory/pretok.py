@@ -1,20 +1,21 @@
 """Pretokenized shards, llama2.c style, and the batches served from them.
 
 `prepare` encodes every story with BOS in front (no EOS), concatenates the ids into uint16 files DIR/shard_0000.bin,
-... and writes DIR/meta.json last. Shard 0 is the validation split: the first `val_fraction` of the stories (at least
-one; default 2%, as llama2.c holds out the first of the hub's 50 shards); the others are train, a new one begun once
-a shard reaches `shard_tokens`, always at a story boundary. Re-running with the same sources (by content), tokenizer
-and options reuses the shards. BPE encoding runs on every core; char encoding, a table lookup, in this process.
+... and writes DIR/meta.json last; all of it in a sibling DIR.prepare-tmp first, moved into DIR only when complete, so
+a failed prepare leaves DIR as it was. Shard 0 is the validation split: the first `val_fraction` of the stories (at
+least one; default 2%, as llama2.c holds out the first of the hub's 50 shards); the others are train, a new one begun
+once a shard reaches `shard_tokens`, always at a story boundary. Re-running with the same sources (by content),
+tokenizer and options reuses the shards. BPE encoding runs on every core; char encoding, a table lookup, in this process.
 
 `PretokDataset` is llama2.c's PretokDataset + DataLoader: each epoch shuffles the order of the split's shards, each
 shard is cut into windows of max_seq_len+1 tokens starting at multiples of max_seq_len (the last partial one
 dropped), shuffled, and batch_size consecutive windows make one (x, y) batch, y being x shifted by one token.
 """
-import collections, json, multiprocessing, os, random
+import collections, json, multiprocessing, os, random, re, shutil
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import UserError, write_atomic
+from tinystory import UserError, create_dirs, remove_created, write_atomic
 from tinystory.data import ENCODING_ERRORS, describe_sources, expand_sources, iter_stories
 from tinystory.log import log
 
@@ -22,6 +23,10 @@ FORMAT = 1
 VAL_FRACTION = 0.02
 SHARD_TOKENS = 1 << 24  # 32 MiB of uint16: the full TinyStories with a char vocabulary makes about 110 shards
 CHUNK_STORIES = 256     # stories per task sent to an encoding worker
+
+SHARD_NAME = re.compile(r"shard_\d{4,}\.bin")
+META_FIELDS = {"vocab_size": int, "bos_id": int, "tokenizer_sha256": str, "tokenizer_path": str, "sources": list,
+               "shards": list, "val_fraction": float, "shard_tokens": int, "encoding_errors": str}
 
 def _shard_name(i: int) -> str: return f"shard_{i:04d}.bin"
 
@@ -129,31 +134,49 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
   if old is not None and _inputs(old) == _inputs(meta):
     log(f"{out} already holds these shards (same sources, tokenizer and options): reusing them")
     return old
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "meta.json").unlink(missing_ok=True)  # until the new meta lands, the directory is not prepared
   total = sum(1 for _ in iter_stories(sources, errors))  # a first pass, to size the val split
   if total < 2: raise UserError(f"data {' '.join(map(str, sources))}: {total} stories, need at least 2 (1 val + 1 train)")
   n_val = min(total - 1, max(1, round(val_fraction * total)))
   if workers is None:  # char encoding is one numpy lookup, cheaper than shipping the text to a worker (measured)
     workers = (os.cpu_count() or 1) if tok.kind == "bpe" and total > 4 * CHUNK_STORIES else 1
-  writer, done = _ShardWriter(out, shard_tokens), 0
+  # built in a sibling directory and moved into `out` only when complete: a failure leaves `out` as it was
+  tmp = out.absolute().parent / (out.absolute().name + ".prepare-tmp")
+  created = create_dirs(tmp.parent, "--out")
+  writer, done = _ShardWriter(tmp, shard_tokens), 0
   try:
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed build's
+    tmp.mkdir()
     for ids, lengths in _encoded(_chunks(iter_stories(sources, errors), n_val), tokenizer_path, workers):
       writer.add(ids, lengths, val=done < n_val)
       done += len(lengths)
       if progress: progress(done, total)
-  except BaseException:
+    writer.close()
+    meta.update(stories=total, tokens=sum(s["tokens"] for s in writer.shards), shards=writer.shards)
+    _write_json(tmp / "meta.json", meta)
+    _install(tmp, out, [s["file"] for s in writer.shards])
+  except BaseException as e:
     writer.abort()
+    shutil.rmtree(tmp, ignore_errors=True)
+    remove_created(created)
+    if isinstance(e, OSError):
+      raise UserError(f"data prepare into {out} failed: {e.filename + ': ' if e.filename else ''}{e.strerror or e}") from None
     raise
-  writer.close()
-  for stale in out.glob("shard_*.bin*"):  # from an earlier, larger build, or temp files of a killed one
-    if stale.name not in {s["file"] for s in writer.shards}: stale.unlink()
-  meta.update(stories=total, tokens=sum(s["tokens"] for s in writer.shards), shards=writer.shards)
-  _write_json(out / "meta.json", meta)
   val = writer.shards[0]
   log(f"{out}: {total:,} stories, {meta['tokens']:,} tokens in {len(writer.shards)} shards; "
       f"val = {val['file']} ({val['stories']:,} stories, {val['tokens']:,} tokens)")
   return meta
+
+def _install(tmp: Path, out: Path, files: list[str]) -> None:
+  """Move a complete build into `out`: renamed whole if `out` is new; else meta.json goes first (until the new one
+  lands the directory reads as not prepared), the shards replace the old ones, stale shards go, meta.json lands last.
+  Other files in `out` stay."""
+  if not out.exists(): return os.replace(tmp, out)
+  (out / "meta.json").unlink(missing_ok=True)
+  for f in files: os.replace(tmp / f, out / f)
+  for stale in out.glob("shard_*.bin*"):  # from an earlier, larger build, or temp files of a killed one
+    if stale.name not in files: stale.unlink()
+  os.replace(tmp / "meta.json", out / "meta.json")
+  tmp.rmdir()
 
 def load_meta(shard_dir) -> dict:
   """The meta.json of a prepared directory, its shard files checked to exist with the sizes it says."""
@@ -163,9 +186,20 @@ def load_meta(shard_dir) -> dict:
                     f"`python cli.py data prepare --out {shard_dir} ...`")
   try: meta = json.loads(path.read_text())
   except (ValueError, UnicodeDecodeError): raise UserError(f"{path} is not valid JSON; run data prepare again") from None
+  except OSError as e: raise UserError(f"cannot read {path}: {e.strerror or e}") from None
   if not isinstance(meta, dict) or meta.get("format") != FORMAT:
     raise UserError(f"{path}: not shard format {FORMAT}; run data prepare again")
+  def need(ok: bool, what: str):
+    if not ok: raise UserError(f"{path}: {what}; run data prepare again")
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
+  for k, kind in META_FIELDS.items():
+    v = meta.get(k)
+    need(not isinstance(v, bool) and isinstance(v, (int, float) if kind is float else kind), f"{k} is missing or not a {kind.__name__}")
+  need(1 <= meta["vocab_size"] <= 65535 and 0 <= meta["bos_id"] < meta["vocab_size"], "vocab_size or bos_id is out of range")
+  need(all(isinstance(src, dict) and isinstance(src.get("sha256"), str) for src in meta["sources"]), "sources are malformed")
   for s in meta["shards"]:
+    need(isinstance(s, dict) and isinstance(s.get("file"), str) and SHARD_NAME.fullmatch(s["file"]) is not None and
+         is_int(s.get("tokens")) and s["tokens"] >= 0 and is_int(s.get("stories")), f"shard entry {json.dumps(s)[:80]} is malformed")
     f = Path(shard_dir) / s["file"]
     if not f.is_file() or f.stat().st_size != 2 * s["tokens"]:
       raise UserError(f"{f} is missing or is not the {s['tokens']:,} tokens {path} says; run data prepare again")
@@ -183,6 +217,18 @@ def check_tokenizer_matches(meta: dict, tok) -> None:
 
 # ---- batches ----
 
+def split_windows(shard_dir, meta: dict, split: str, max_seq_len: int) -> tuple[list[dict], list[int]]:
+  """The shards of `split` and how many windows of max_seq_len+1 tokens each holds; UserError if none does (checked
+  before a run builds its model: the val split is otherwise first read at the first eval)."""
+  shards = meta["shards"][1:] if split == "train" else meta["shards"][:1]
+  windows = [max(0, s["tokens"] // max_seq_len - 1) for s in shards]  # llama2.c drops the last partial window
+  if sum(windows) == 0:
+    n = sum(s["tokens"] for s in shards)
+    raise UserError(f"{shard_dir}: the {split} split has {n:,} tokens, too few for one window of max_seq_len+1 = "
+                    f"{max_seq_len + 1} (a shard needs at least 2*max_seq_len = {2 * max_seq_len}); prepare more "
+                    f"data{' or a larger --val-fraction' if split == 'val' else ''}, or use a smaller max_seq_len")
+  return shards, windows
+
 class PretokDataset:
   """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` ("train": shards 1.., "val":
   shard 0) of a prepared directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able
@@ -193,14 +239,8 @@ class PretokDataset:
       raise UserError(f"batch_size {batch_size} and max_seq_len {max_seq_len} must both be at least 1")
     meta = load_meta(shard_dir)
     self.dir, self.split, self.batch_size, self.max_seq_len, self.seed = Path(shard_dir), split, batch_size, max_seq_len, seed
-    self.shards = meta["shards"][1:] if split == "train" else meta["shards"][:1]
-    self.windows = [max(0, s["tokens"] // max_seq_len - 1) for s in self.shards]  # llama2.c drops the last partial window
-    if sum(self.windows) == 0:
-      n = sum(s["tokens"] for s in self.shards)
-      raise UserError(f"{shard_dir}: the {split} split has {n:,} tokens, too few for one window of max_seq_len+1 = "
-                      f"{max_seq_len + 1} (a shard needs at least 2*max_seq_len = {2 * max_seq_len}); prepare more "
-                      f"data{' or a larger --val-fraction' if split == 'val' else ''}, or use a smaller max_seq_len")
-    self._maps = {}
+    self.shards, self.windows = split_windows(shard_dir, meta, split, max_seq_len)
+    self.vocab_size, self._maps = meta["vocab_size"], {}
     self.rng = random.Random(seed)
     log(f"Created a PretokDataset with rng seed {seed}")
     self.order, self.epoch, self.pos, self.ixs, self.win = list(range(len(self.shards))), 0, len(self.shards) - 1, [], 0
@@ -228,7 +268,11 @@ class PretokDataset:
     return self._maps[i][start:start + self.max_seq_len + 1]
 
   def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-    chunk = np.stack([self._window() for _ in range(self.batch_size)]).astype(np.int64)
+    chunk = np.stack([self._window() for _ in range(self.batch_size)])
+    if (top := int(chunk.max())) >= self.vocab_size:  # the model would read past its embedding table
+      raise UserError(f"{self.dir}: a {self.split} shard holds token id {top}, but vocab_size is {self.vocab_size}: the "
+                      f"shards are corrupt; run data prepare again")
+    chunk = chunk.astype(np.int64)
     return np.ascontiguousarray(chunk[:, :-1]), np.ascontiguousarray(chunk[:, 1:])
 
   def __iter__(self): return self
@@ -243,15 +287,24 @@ class PretokDataset:
             "shard_rng": [version, list(internal), gauss]}
 
   def restore(self, state: dict) -> None:
+    if not isinstance(state, dict): raise UserError(f"the data state {json.dumps(state)[:60]} is not a JSON object")
     if {k: state.get(k) for k in self._identity()} != self._identity():
       raise UserError(f"the data state (split {state.get('split')!r}, seed {state.get('seed')}, max_seq_len "
                       f"{state.get('max_seq_len')}) was saved over other settings or shards than these (split "
                       f"{self.split!r}, seed {self.seed}, max_seq_len {self.max_seq_len}, {self.dir}); resume with the ones "
                       f"it was saved with")
-    version, internal, gauss = state["shard_rng"]
-    self.rng.setstate((version, tuple(internal), gauss))
+    n, is_int = len(self.shards), lambda v: isinstance(v, int) and not isinstance(v, bool)
+    epoch, order, pos, window = (state.get(k) for k in ("epoch", "order", "pos", "window"))
+    try:
+      version, internal, gauss = state["shard_rng"]
+      self.rng.setstate((version, tuple(internal), gauss))
+      ok = (is_int(epoch) and epoch >= 0 and isinstance(order, list) and all(map(is_int, order)) and
+            sorted(order) == list(range(n)) and is_int(pos) and 0 <= pos < n and is_int(window) and
+            0 <= window <= self.windows[order[pos]])
+    except (KeyError, TypeError, ValueError, OverflowError): ok = False
+    if not ok: raise UserError(f"the data state (epoch, order, pos, window, shard_rng) is corrupt: {json.dumps(state)[:80]}...")
     self.shard_rng = self.rng.getstate()
-    self.epoch, self.order, self.pos, self.ixs, self.win = state["epoch"], list(state["order"]), state["pos"], [], 0
+    self.epoch, self.order, self.pos, self.ixs, self.win = epoch, list(order), pos, [], 0
     if self.epoch > 0:  # redo the current shard's shuffle from the rng state it started with
       self._shuffle_windows()
-      self.win = state["window"]
+      self.win = window

@@ -226,16 +226,10 @@ class TextStream:
 
 def load_model(ck: Path):
   """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
-  from tinystory.model import ModelArgs, Transformer, param_shapes
-  from tinystory.checkpoint import load_checkpoint
+  from tinystory.model import Transformer
+  from tinystory.checkpoint import load_checkpoint, model_args_of
   meta, weights, _ = load_checkpoint(ck)
-  try: args = ModelArgs(**meta["model_args"])
-  except TypeError as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
-  # checked before building the model: model_args that lack a field get llama2.c's 7B defaults
-  shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
-  if shapes != param_shapes(args, args.vocab_size, args.hidden_size):
-    raise UserError(f"checkpoint {ck}: the weights do not fit its model_args, {args!r}")
-  model = Transformer(args)
+  model = Transformer(model_args_of(ck, meta, weights))
   model.load_state_dict(weights)
   return model, meta
 
@@ -245,8 +239,9 @@ def load_prompt(start: str, tok) -> list[int]:
   if start.startswith("FILE:"):
     what = start[5:]
     try: start = Path(what).read_text(encoding="utf-8")
-    except OSError as e: raise UserError(f"cannot read --start file {what}: {e.strerror}") from None
     except UnicodeDecodeError as e: raise UserError(f"--start file {what} is not UTF-8 (byte {e.start})") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL in the name
+      raise UserError(f"cannot read --start file {what}: {getattr(e, 'strerror', None) or e}") from None
   ids = tok.encode(start, bos=True)
   if tok.unk_id in ids[1:]:  # only char vocabularies have unknowns; their ids are one per character
     unknown = sorted({c for c, i in zip(start, ids[1:]) if i == tok.unk_id})

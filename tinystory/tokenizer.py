@@ -16,7 +16,7 @@ import base64, collections, hashlib, heapq, json
 from pathlib import Path
 from typing import Callable, Iterable
 import numpy as np
-from tinystory import UserError, write_atomic
+from tinystory import UserError, create_dirs, remove_created, write_atomic
 
 FORMAT, VERSION, KINDS = "tinystory-tokenizer", 1, ("char", "bpe")
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
@@ -44,9 +44,8 @@ class Tokenizer:
     else:
       import tiktoken
       ranks = {t: i for i, t in enumerate(self._bytes[N_SPECIAL:], N_SPECIAL)}
-      try: self._enc = tiktoken.Encoding(f"tinystory-bpe-{self.sha256[:12]}", pat_str=pattern, mergeable_ranks=ranks,
-                                         special_tokens=SPECIALS)
-      except ValueError as e: raise ValueError(f"tiktoken rejects the pattern: {e}") from None
+      self._enc = tiktoken.Encoding(f"tinystory-bpe-{self.sha256[:12]}", pat_str=pattern, mergeable_ranks=ranks,
+                                    special_tokens=SPECIALS)
 
   def encode_array(self, text: str, bos: bool = False) -> np.ndarray:
     """uint16 ids of `text` (BOS first if `bos`): the fast path for pretokenizing a corpus."""
@@ -74,9 +73,11 @@ class Tokenizer:
   def save(self, path) -> None:
     """Write the file atomically (write_atomic), creating its directory."""
     path = Path(path)
-    try: path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e: raise UserError(f"cannot write tokenizer file {path}: {e.strerror}") from None
-    write_atomic(path, self.to_bytes())
+    created = create_dirs(path.parent, "the tokenizer file's directory")
+    try: write_atomic(path, self.to_bytes())
+    except BaseException:
+      remove_created(created)  # no empty directory left behind
+      raise
 
   def _check_ids(self, ids) -> list[int]:
     a = np.asarray(ids)
@@ -100,7 +101,8 @@ def _check_tokens(kind: str, tokens: list[bytes], pattern: str | None) -> None:
       except UnicodeDecodeError: ok = False
       if not ok: raise ValueError(f"char token {t!r} is not the UTF-8 of one character")
   else:
-    if not isinstance(pattern, str): raise ValueError("bpe needs a pre-tokenizer pattern (a string)")
+    # the pattern must match all of any text: one that skips some characters makes encode drop them, silently
+    if pattern != PATTERN: raise ValueError("its pattern is not the bpe pre-tokenizer pattern this version writes")
     if set(tokens[:256]) != {bytes([b]) for b in range(256)}: raise ValueError("bpe ids 3..258 must be the 256 single bytes")
     if not all(len(t) > 1 for t in tokens[256:]): raise ValueError("bpe merge tokens must be at least 2 bytes")
 

@@ -8,10 +8,11 @@ import dataclasses, json, math, os, platform, shlex, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, __version__, write_atomic
-from tinystory.checkpoint import CKPT, load_checkpoint, model_weights, run_dir, save_checkpoint, unpadded
+from tinystory import UserError, __version__, create_dirs, remove_created, write_atomic
+from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
+                                  save_checkpoint, training_lock, unpadded)
 from tinystory.device import set_device
-from tinystory.log import fmt_duration, log, log_to_file, stop_logging_to
+from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to_pending, stop_logging_to
 
 @dataclass
 class TrainConfig:
@@ -23,6 +24,7 @@ class TrainConfig:
   eval_only: bool = False              # exit right after the first eval
   always_save_checkpoint: bool = False # save after every eval, not only when val loss improves
   init_from: str = "scratch"           # 'scratch' or 'resume'
+  overwrite: bool = False              # scratch in a run dir that holds a checkpoint: delete that run first
   # data
   data: str = "synthetic"              # prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated
   tokenizer: str = "char"              # a tokenizer file, or 'char'/'bpe' to fit one on the data on the fly
@@ -58,6 +60,13 @@ class TrainConfig:
   compile: bool = True                 # TinyJit-compiled steps; False runs eagerly (same numbers, slower)
   seed: int = 1337                     # model init and dropout
   peak_flops: float = 0.0              # for mfu; 0: 3e11 on cpu (this project's reference CPU), 312e12 elsewhere (A100 bf16)
+
+# options a resume cannot change: they fix the model's shape, its data and tokenizer, and its random streams (whose
+# state the checkpoint restores); and this invocation's own, never taken from the saved ones
+RESUME_FIXED = ("dim", "n_layers", "n_heads", "n_kv_heads", "multiple_of", "vocab_size", "ffn_bias", "unembedding",
+                "max_seq_len", "data", "tokenizer", "vocab_source", "seed")
+NOT_RESUMED = ("init_from", "out_dir", "overwrite")
+RUN_FILES = ("train.log", "metrics.jsonl", "config.json", "tokenizer.tok", "sample.txt")  # what --overwrite deletes, with ckpt*
 
 def validate(cfg: TrainConfig) -> None:
   def need(ok, msg):
@@ -254,74 +263,201 @@ class Interrupted:
     self.flag = True
   def __exit__(self, *_): signal.signal(signal.SIGINT, self.prev)
 
+# *** resume ***
+
+@dataclass
+class Resume:
+  ck: Path
+  meta: dict                      # ckpt.json
+  weights: dict[str, np.ndarray]
+  opt: dict[str, np.ndarray]
+  options: dict                   # the options the checkpoint was trained with
+  restored_prev: bool             # ckpt.prev was all there was, and was renamed back to ckpt
+
+def load_resume(rdir: Path) -> Resume:
+  """The checkpoint to resume and the options it was trained with, every field the trainer reads checked (one-line
+  errors). A checkpoint left only as ckpt.prev (a save that died between its two renames) becomes ckpt again."""
+  from tinystory.model import param_shapes
+  ck, restored = find_checkpoint(rdir), False
+  if ck.name != CKPT and ck.parent == rdir:
+    try: os.replace(ck, rdir / CKPT)
+    except OSError as e: raise UserError(f"cannot restore {ck} as {rdir / CKPT}: {e.strerror or e}") from None
+    ck, restored = rdir / CKPT, True
+  meta, weights, opt = load_checkpoint(ck)
+  args = model_args_of(ck, meta, weights)
+  for key, kind in (("opt_step", int), ("shard_dir", str), ("data_state", dict), ("rng_state", dict)):
+    if key not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {key!r}: it cannot be resumed (it can be sampled)")
+    check_field(meta, key, kind, ck)
+  rng, u32 = meta["rng_state"], lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32
+  if not (u32(rng.get("seed")) and (rng.get("counter") is None or isinstance(rng["counter"], list) and len(rng["counter"]) == 2
+                                    and all(map(u32, rng["counter"])))):
+    raise UserError(f"checkpoint {ck / 'ckpt.json'}: rng_state {json.dumps(rng)[:60]} is not a seed and a counter of two uint32")
+  for n, shape in param_shapes(args, args.vocab_size, args.hidden_size).items():
+    for key in ("exp_avg." + n, "exp_avg_sq." + n):
+      if key not in opt or opt[key].shape != shape:
+        raise UserError(f"checkpoint {ck / 'optimizer.safetensors'}: {key} is missing or not of shape {list(shape)}")
+  return Resume(ck, meta, weights, opt, saved_options(ck, meta, rdir), restored)
+
+def saved_options(ck: Path, meta: dict, rdir: Path) -> dict:
+  """The TrainConfig fields the checkpoint was trained with (ckpt.json's config, else config.json's options), each
+  checked to have its field's type; fields this version does not know are ignored, ones it lacks keep their defaults."""
+  where, opts = ck / "ckpt.json", meta.get("config")
+  if opts is None:
+    where = rdir / "config.json"
+    try: opts = json.loads(where.read_text()).get("options")
+    except (OSError, ValueError, AttributeError): opts = None
+  if not isinstance(opts, dict): raise UserError(f"checkpoint {ck / 'ckpt.json'} has no 'config' (and {where} no options): cannot resume")
+  out = {}
+  for f in dataclasses.fields(TrainConfig):
+    if f.name not in opts or f.name in NOT_RESUMED: continue
+    v, kind = opts[f.name], type(f.default)
+    if isinstance(v, bool) != (kind is bool) or not isinstance(v, (int, float) if kind is float else kind):
+      raise UserError(f"{where}: option {f.name}={json.dumps(v)[:40]} is not a {kind.__name__}")
+    out[f.name] = float(v) if kind is float else v
+  return out
+
+def resumed_config(cfg: TrainConfig, resume: Resume, overrides) -> tuple[TrainConfig, list[tuple[str, object, object]]]:
+  """The run's saved options with the ones given on the command line (`overrides`) on top, and the changes as
+  (name, saved, given). The shape of the model comes from the checkpoint: RESUME_FIXED options that differ are refused."""
+  given = dict(overrides)
+  was = {**resume.options, **{k: v for k, v in resume.meta["model_args"].items() if k in RESUME_FIXED}}
+  changes = [(k, was[k], v) for k, v in given.items()
+             if k in was and k not in NOT_RESUMED and v != was[k] and not (k == "vocab_size" and v == 0)]
+  if fixed := [c for c in changes if c[0] in RESUME_FIXED]:
+    raise UserError("--init_from=resume cannot change " + ", ".join(f"--{k}={new} (the run's: {old})" for k, old, new in fixed) +
+                    ": they fix the model's shape, its data or its random streams; drop them, or start a new run in another --out_dir")
+  merged = dataclasses.replace(cfg, **{k: v for k, v in was.items() if k not in given and hasattr(cfg, k)})
+  validate(merged)
+  return merged, changes
+
+def check_diverged(run_config: dict, meta: dict, changes: list, cfg: TrainConfig) -> None:
+  """A run that diverged after its checkpoint, resumed as it was, diverges again (resume is bit-exact): refused; with
+  changed options, a note."""
+  d = run_config.get("diverged")
+  if not isinstance(d, dict) or not isinstance(d.get("iter"), int) or d["iter"] < meta["iter_num"]: return
+  what = f"this run diverged at step {d['iter']} ({d.get('what')}) after its checkpoint of step {meta['iter_num']}"
+  if changes: return log(f"note: {what}; resuming with changed options")
+  raise UserError(f"{what}: resumed with the same options it diverges again, exactly (resume is bit-exact); "
+                  f"change an option, e.g. {divergence_advice(cfg)}")
+
+def divergence_advice(cfg: TrainConfig) -> str:
+  return f"a lower --learning_rate (now {cfg.learning_rate:g})" + ("" if cfg.grad_clip else " or --grad_clip=1.0")
+
+# *** the run ***
+
 def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None) -> dict:
   """Run training as llama2.c's train.py does; `overrides` are the options given on the command line, in order (they
-  are logged as `Overriding: k = v`); `argv` is the command line after `cli.py` (default: this process's), recorded in
-  config.json so that the run can be reproduced. Returns a summary dict (iterations, best val loss, run dir)."""
+  are logged as `Overriding: k = v`; on resume the run's saved options are the defaults and these change them);
+  `argv` is the command line after `cli.py` (default: this process's), recorded in config.json so that the run can be
+  reproduced. Returns a summary dict (iterations, best val loss, run dir).
+  The run dir is locked for the whole run (one trainer per run dir). What is logged before every input has been checked
+  is held back: a run that fails before it starts leaves the run dir as it was (and removes it if it made it)."""
   validate(cfg)
   rdir = run_dir(cfg.out_dir)
-  if cfg.init_from == "scratch" and (rdir / CKPT).exists():
-    raise UserError(f"{rdir} already holds a checkpoint: pass --init_from=resume to continue it, or another --out_dir")
-  rdir.mkdir(parents=True, exist_ok=True)
-  handler = log_to_file(rdir / "train.log")
+  created = create_dirs(rdir, "--out_dir")
+  pending, handlers = log_to_pending(), []
   try:
-    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted)
-  finally: stop_logging_to(handler)
+    with training_lock(rdir), Interrupted() as interrupted:
+      return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted,
+                    start_log=lambda: handlers.append(log_to_file(rdir / "train.log", pending)))
+  except BaseException:
+    if not (rdir / "config.json").exists(): remove_created(created)
+    raise
+  finally:
+    for h in (pending, *handlers): stop_logging_to(h)
 
-def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
-  from tinygrad import Tensor
+def check_scratch(rdir: Path, cfg: TrainConfig) -> None:
+  """A scratch run never replaces a checkpoint (ckpt/ or, after a crash mid-save, ckpt.prev/) unless --overwrite=True."""
+  try: ck = find_checkpoint(rdir)
+  except UserError: return
+  if not cfg.overwrite:
+    raise UserError(f"{rdir} already holds a checkpoint ({ck}): pass --init_from=resume to continue it, --overwrite=True "
+                    "to delete that run and start a new one there, or another --out_dir")
+
+def clear_run(rdir: Path) -> None:
+  """--overwrite=True: the previous run's files go, once the new run has passed every check."""
+  import shutil
+  try:
+    for name in (CKPT, CKPT + ".prev", CKPT + ".tmp"): shutil.rmtree(rdir / name, ignore_errors=True)
+    for name in RUN_FILES: (rdir / name).unlink(missing_ok=True)
+  except OSError as e: raise UserError(f"--overwrite: cannot delete the previous run in {rdir}: {e.strerror or e}") from None
+  log(f"--overwrite=True: deleted the previous run in {rdir}")
+
+def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
+  return dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, vocab_size=vocab_size,
+              multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len, dropout=cfg.dropout, ffn_bias=cfg.ffn_bias,
+              unembedding=cfg.unembedding)
+
+def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted, start_log) -> dict:
   from tinystory.model import ModelArgs, Transformer
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
   for k, v in overrides: log(f"Overriding: {k} = {v}")
+  # every input is checked before anything is written or compiled: options, run dir, checkpoint, data, shapes
+  resume, changes = (load_resume(rdir), []) if cfg.init_from == "resume" else (None, [])
+  if resume: cfg, changes = resumed_config(cfg, resume, overrides)
+  else: check_scratch(rdir, cfg)
   device = set_device(cfg.device)
-  if cfg.dtype != "float32":
-    # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
-    if device != "CPU": raise UserError(f"--dtype={cfg.dtype} is not supported on {device} yet: use --dtype=float32")
-    log(f"note: --dtype={cfg.dtype} has no effect on the CPU (as in llama2.c): training in float32")
+  # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
+  if cfg.dtype != "float32" and device != "CPU": raise UserError(f"--dtype={cfg.dtype} is not supported on {device} yet: use --dtype=float32")
   tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.max_seq_len
   log(f"tokens per iteration will be: {tokens_per_iter:,}")
   log(f"breaks down as: {cfg.gradient_accumulation_steps} grad accum steps * 1 processes * {cfg.batch_size} batch size * {cfg.max_seq_len} max seq len")
+  if cfg.dtype != "float32": log(f"note: --dtype={cfg.dtype} has no effect on the CPU (as in llama2.c): training in float32")
 
   # data and tokenizer (resume: the run's own copy of the tokenizer and the shards it was trained on)
-  ck_meta = ck_weights = ck_opt = None
-  if cfg.init_from == "resume":
-    ck_meta, ck_weights, ck_opt = load_checkpoint(rdir)
-    shard_dir, tok_path = Path(ck_meta["shard_dir"]), rdir / "tokenizer.tok"
-    pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), load_tokenizer(tok_path))
+  if resume:
+    shard_dir, tok_path = Path(resume.meta["shard_dir"]), rdir / "tokenizer.tok"
+    tok = load_tokenizer(tok_path)
+    pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), tok)
+    if resume.meta.get("tokenizer_sha256") not in (None, tok.sha256):
+      raise UserError(f"{tok_path} is not the tokenizer the checkpoint was trained with (sha256 differs): put that one back")
+    model_args = {**resume.meta["model_args"], "dropout": cfg.dropout}  # as llama2.c: the shape from the checkpoint
   else:
+    ModelArgs(**model_args_for(cfg, cfg.vocab_size or MIN_VOCAB["char"]))  # the shape options, before preparing data
     shard_dir, tok_path = resolve_data(cfg)
-    if tok_path.resolve() != (rdir / "tokenizer.tok").resolve(): write_atomic(rdir / "tokenizer.tok", tok_path.read_bytes())
-  tok = load_tokenizer(rdir / "tokenizer.tok")
+    tok = load_tokenizer(tok_path)
+    model_args = model_args_for(cfg, tok.vocab_size)
+  tok_bytes, data_meta = tok.to_bytes(), pretok.load_meta(shard_dir)
+  # the val split is first read at the first eval, after a train-split eval: too short is an error now, not then
+  pretok.split_windows(shard_dir, data_meta, "val", cfg.max_seq_len)
+  def batches(split: str, state=None):
+    return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
 
-  # model
-  model_args = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
-                    vocab_size=tok.vocab_size, multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len,
-                    dropout=cfg.dropout, ffn_bias=cfg.ffn_bias, unembedding=cfg.unembedding)
-  iter_num, best_val_loss, data_state = 0, 1e9, None
-  if ck_meta is None:
-    log("Initializing a new model from scratch")
-    model = Transformer(ModelArgs(**model_args), seed=cfg.seed)
-    set_rng_state({"seed": cfg.seed, "counter": None}, device)
-  else:
+  # the model, in llama2.c's order of messages (its weights are numpy-initialised: nothing is compiled yet)
+  if resume:
     log(f"Resuming training from {cfg.out_dir}")
-    # as llama2.c: the shape of the model comes from the checkpoint, dropout may change
-    model_args = {**ck_meta["model_args"], "dropout": cfg.dropout}
-    model = Transformer(ModelArgs(**model_args))
-    model.load_state_dict(ck_weights)
-    iter_num, best_val_loss, data_state = ck_meta["iter_num"], ck_meta["best_val_loss"], ck_meta["data_state"]
-    set_rng_state(ck_meta["rng_state"], device)
+    if resume.restored_prev: log(f"restored {rdir / CKPT} from {rdir / (CKPT + '.prev')} (a save was cut short)")
+    for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
+  else: log("Initializing a new model from scratch")
+  model = Transformer(ModelArgs(**model_args), seed=None if resume else cfg.seed)
   num_params = {group: {"tensors": n, "parameters": p} for group, (n, p) in zip(("decayed", "non-decayed"), model.num_params())}
   for group, n in num_params.items():
     log(f"num {group} parameter tensors: {n['tensors']}, with {n['parameters']:,} parameters")
   log("using fused AdamW: False")
+  train_batches = batches("train", resume.meta["data_state"] if resume else None)  # checks a resumed data state
+  config_path = rdir / "config.json"
+  try: run_config = json.loads(config_path.read_text()) if resume and config_path.is_file() else {}
+  except (OSError, ValueError): run_config = {}
+  if not isinstance(run_config, dict): run_config = {}
+  if resume: check_diverged(run_config, resume.meta, changes, cfg)
+
+  # every input checked: the run starts (its log, config.json; --overwrite deletes the old run first)
+  if not resume and cfg.overwrite and any((rdir / n).exists() for n in (CKPT, CKPT + ".prev", *RUN_FILES)): clear_run(rdir)
+  start_log()
+  if not resume: write_atomic(rdir / "tokenizer.tok", tok_bytes)
+  run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
+                    data_meta=data_meta, tokenizer={"path": str(tok_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
+                    "sha256": tok.sha256}, versions=versions(),
+                    commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
+  write_atomic(config_path, json.dumps(run_config, indent=1))
+  iter_num, best_val_loss = (resume.meta["iter_num"], resume.meta["best_val_loss"]) if resume else (0, 1e9)
+  if resume: model.load_state_dict(resume.weights)
+  set_rng_state(resume.meta["rng_state"] if resume else {"seed": cfg.seed, "counter": None}, device)
 
   steps = TrainSteps(model, cfg)
-  if ck_opt: steps.load_optimizer_state(ck_opt, ck_meta["opt_step"])
-
-  def batches(split: str, state=None):
-    return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
+  if resume: steps.load_optimizer_state(resume.opt, resume.meta["opt_step"])
 
   def estimate_loss() -> dict[str, float]:
     out = {}
@@ -330,25 +466,33 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       out[split] = float(np.mean([steps.eval_loss(*ds.next_batch()).item() for _ in range(cfg.eval_iters)]))
     return out
 
-  train_batches = batches("train", data_state)
-  config_path = rdir / "config.json"
-  run_config = json.loads(config_path.read_text()) if config_path.is_file() and ck_meta else {}
-  run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
-                    data_meta=pretok.load_meta(shard_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
-                    "vocab_size": tok.vocab_size, "sha256": tok.sha256}, versions=versions(),
-                    commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
-  write_atomic(config_path, json.dumps(run_config, indent=1))
-  metrics = open(rdir / "metrics.jsonl", "a", encoding="utf-8")
+  metrics_path = rdir / "metrics.jsonl"
+  drop_torn_line(metrics_path)  # a killed run's half-written record
   def record(**kw):
-    metrics.write(json.dumps(kw) + "\n")
-    metrics.flush()
+    try:
+      with open(metrics_path, "a", encoding="utf-8") as f: f.write(json.dumps(kw) + "\n")
+    except OSError as e: raise UserError(f"cannot write {metrics_path}: {e.strerror or e}") from None
 
+  saved = (iter_num, rdir / CKPT) if resume else None  # the last good checkpoint: (step, where)
   def checkpoint():
+    nonlocal saved
+    weights, opt = model_weights(model), steps.optimizer_state()
+    if bad := next((n for n, a in {**weights, **opt}.items() if not np.isfinite(a).all()), None):
+      diverge(f"{bad} is not finite", iter_num - 1)  # never saved over a good checkpoint
     log(f"saving checkpoint to {cfg.out_dir}")
-    save_checkpoint(rdir, model_weights(model), steps.optimizer_state(), {
+    save_checkpoint(rdir, weights, opt, {
       "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt_step,
       "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
+    saved = (iter_num, rdir / CKPT)
+
+  def diverge(what: str, step: int):
+    """Stop a run whose loss or weights are no longer finite, recorded in config.json for a later resume."""
+    run_config["diverged"] = {"iter": step, "what": what}
+    write_atomic(config_path, json.dumps(run_config, indent=1))
+    where = (f"the last good checkpoint, step {saved[0]}, is in {saved[1]}: continue it with --init_from=resume and" if saved
+             else "no checkpoint was saved: start again with")
+    raise UserError(f"{what} at step {step}: training stopped; {where} {divergence_advice(cfg)}")
 
   peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
   t_start = t0 = time.time()
@@ -358,6 +502,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     if iter_num % cfg.eval_interval == 0:
       losses = estimate_loss()
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+      if not all(map(math.isfinite, losses.values())): diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
       cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
@@ -373,9 +518,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     lossf = loss.item()  # the last micro-batch's loss, as llama2.c logs it
     t1 = time.time()
     dt, t0 = t1 - t0, t1
-    if not math.isfinite(lossf):
-      raise UserError(f"loss is {lossf} at step {iter_num}: training stopped; the last good checkpoint (if any) is in "
-                      f"{rdir / CKPT} (try a lower --learning_rate or a --grad_clip)")
+    if not math.isfinite(lossf): diverge(f"loss is {lossf}", iter_num)
     if local_iter >= 1: ema_dt = dt if ema_dt is None else 0.9 * ema_dt + 0.1 * dt
     record(iter=iter_num, loss=lossf, lr=lr, dt=dt, tokens=(iter_num + 1) * tokens_per_iter, time=t1 - t_start)
     if iter_num % cfg.log_interval == 0:
@@ -392,7 +535,6 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       log(f"interrupted: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
       break
     if iter_num > cfg.max_iters: break
-  metrics.close()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
 

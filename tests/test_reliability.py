@@ -1,0 +1,325 @@
+"""Faults injected into real runs: kill -9 during checkpoint saves, then resume; a full disk (RLIMIT_FSIZE) in a child
+process; two trainers on one run dir; unwritable run dirs; a failed data prepare over a good shard dir; a diverging run
+with always_save_checkpoint; resume restoring the run's options. docs/training.md's "What survives what" is this."""
+import json, os, random, re, resource, shutil, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from cli import cli
+from tinystory.checkpoint import find_checkpoint, load_checkpoint, read_metrics
+from tinystory.pretok import load_meta, prepare
+from tinystory.tokenizer import fit_tokenizer
+from tinystory.train import TrainConfig, get_lr
+from test_train import ROOT, TINY, iter_lines, run_train
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path, monkeypatch): monkeypatch.setenv("TINYSTORY_DATA", str(tmp_path / "cache"))
+
+def env(tmp_path) -> dict: return {**os.environ, "PYTHONPATH": str(ROOT), "TINYSTORY_DATA": str(tmp_path / "cache")}
+
+def leftovers(rdir: Path) -> list[str]:
+  """Temporary files and dirs a write may leave: none may stay."""
+  return sorted(str(p.relative_to(rdir)) for p in rdir.rglob("*") if p.name.endswith((".tmp", ".prev")) or ".prepare-tmp" in p.name)
+
+def one_error_line(text: str) -> str:
+  lines = [l for l in text.splitlines() if l.startswith("Error: ") or "Traceback" in l]
+  assert len(lines) == 1 and "Traceback" not in text, text
+  return lines[0]
+
+def wait_for(cond, proc, what: str, timeout: float = 600) -> None:
+  deadline = time.time() + timeout
+  while not cond():
+    assert proc.poll() is None, f"{what}: the trainer exited early: {proc.communicate()[0]}"
+    assert time.time() < deadline, f"timed out waiting for {what}"
+    time.sleep(0.1)
+
+# *** kill -9 during checkpoint saves ***
+
+# a trainer that SIGKILLs itself at file operation `op` of its save number `save`: a write cut off after a random
+# prefix of its bytes, an fsync, a rename, the removal of ckpt.prev
+KILLER = """
+import os, random, shutil, signal, sys
+import tinystory.checkpoint as ck
+save_no, op_no, seed = map(int, sys.argv[1:4])
+rng, count = random.Random(seed), {"save": 0, "op": 0, "in": False}
+def point():
+  count["op"] += 1
+  return count["in"] and count["save"] == save_no and count["op"] == op_no
+def die(): os.kill(os.getpid(), signal.SIGKILL)
+def hook(real, cut=False):
+  def wrapper(*a, **kw):
+    if point():
+      if cut: real(a[0], a[1][:rng.randrange(len(a[1]) + 1)])
+      die()
+    return real(*a, **kw)
+  return wrapper
+real_save = ck.save_checkpoint
+def save(*a, **kw):
+  count.update(save=count["save"] + 1, op=0, **{"in": True})
+  try: return real_save(*a, **kw)
+  finally: count["in"] = False
+ck.write_file, ck.fsync_dir, os.replace = hook(ck.write_file, cut=True), hook(ck.fsync_dir), hook(os.replace)
+real_rmtree = shutil.rmtree
+def rmtree(path, *a, **kw):
+  if str(path).endswith(".prev") and os.path.isdir(path) and point():  # half removed
+    os.unlink(sorted(os.scandir(path), key=lambda e: e.name)[0].path)
+    die()
+  return real_rmtree(path, *a, **kw)
+ck.shutil.rmtree = rmtree
+ck.save_checkpoint = save
+import tinystory.train
+tinystory.train.save_checkpoint = save
+sys.argv = ["cli.py", "train", *sys.argv[4:]]
+import cli
+cli.main()
+"""
+
+def test_kill_9_during_saves_then_resume(tmp_path):
+  """Trainers killed (SIGKILL) at random points of a checkpoint save, each followed by a resume that must load the
+  checkpoint left behind (and save again, where the next one is killed); the last resume runs to the end."""
+  rdir, rng = tmp_path / "run", random.Random(1)
+  common = [f"--out_dir={rdir}", *TINY, "--eval_interval=1", "--always_save_checkpoint=True"]
+  res = CliRunner().invoke(cli, ["train", *common, "--max_iters=1"])
+  assert res.exit_code == 0, res.output
+  for n, op in enumerate(rng.sample(range(1, 9), 3)):  # of 8 points: 3 writes, 2 fsyncs, 2 renames, ckpt.prev's removal
+    # the first save of a resume is at its first eval, before its first step: ckpt.prev exists, every point is reached
+    p = subprocess.run([sys.executable, "-c", KILLER, "1", str(op), str(n), *common, "--max_iters=1000", "--init_from=resume"],
+                       cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=900)
+    assert p.returncode == -signal.SIGKILL and "Resuming training from" in p.stdout, (op, p.stdout, p.stderr)
+    meta, weights, _ = load_checkpoint(rdir)  # one complete checkpoint, whatever the point
+    assert meta["iter_num"] == 1 and all(np.isfinite(w).all() for w in weights.values())
+  res = CliRunner().invoke(cli, ["train", *common, "--max_iters=2", "--init_from=resume"])
+  assert res.exit_code == 0, res.output
+  assert [int(l.split()[0]) for l in iter_lines(res.output)] == [1, 2]
+  assert leftovers(rdir) == [] and load_checkpoint(rdir)[0]["iter_num"] == 2
+  iters, evals = read_metrics(rdir)  # every record whole
+  assert [r["iter"] for r in iters] == [0, 1, 1, 2] and evals[-1]["iter"] == 2
+
+# *** a full disk: RLIMIT_FSIZE in a child, files over the limit fail with EFBIG (Python ignores SIGXFSZ) ***
+
+FULL_AFTER_FIRST_SAVE = """
+import resource, sys
+import tinystory.train
+real = tinystory.train.save_checkpoint
+def save(rdir, *a):
+  real(rdir, *a)
+  limit = (rdir / "ckpt" / "model.safetensors").stat().st_size - 1  # the next save's first file does not fit
+  resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+tinystory.train.save_checkpoint = save
+sys.argv = ["cli.py", "train", *sys.argv[1:]]
+import cli
+cli.main()
+"""
+
+def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path):
+  rdir = tmp_path / "run"
+  args = [f"--out_dir={rdir}", *TINY, "--eval_interval=1", "--always_save_checkpoint=True", "--max_iters=3"]
+  p = subprocess.run([sys.executable, "-c", FULL_AFTER_FIRST_SAVE, *args], cwd=ROOT, env=env(tmp_path),
+                     capture_output=True, text=True, timeout=900)
+  assert p.returncode == 1 and p.stderr == (f"Error: cannot write {rdir / 'ckpt.tmp' / 'model.safetensors'}: File too large "
+                                            "(checkpoint not saved; the previous one, if any, is kept)\n"), p.stderr
+  assert leftovers(rdir) == [] and load_checkpoint(rdir)[0]["iter_num"] == 1
+  res = CliRunner().invoke(cli, ["train", *args, "--init_from=resume"])  # room again: it goes on from there
+  assert res.exit_code == 0 and [int(l.split()[0]) for l in iter_lines(res.output)] == [1, 2, 3], res.output
+
+LIMITED = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+sys.argv = ["cli.py", *sys.argv[2:]]
+import cli
+cli.main()
+"""
+
+def limited(tmp_path, limit: int, *args) -> subprocess.CompletedProcess:
+  """`python cli.py ARGS` with files limited to `limit` bytes."""
+  return subprocess.run([sys.executable, "-c", LIMITED, str(limit), *args], cwd=ROOT, env=env(tmp_path),
+                        capture_output=True, text=True, timeout=600)
+
+def test_disk_full_at_the_start_of_a_resume_is_one_line_and_leaves_no_temp_file(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  files = {p.name: p.read_bytes() for p in rdir.iterdir() if p.is_file() and p.name != "train.lock"}
+  log_size = (rdir / "train.log").stat().st_size
+  # train.log is first written as the resume starts (config.json comes next): it cannot grow
+  p = limited(tmp_path, log_size, "train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=2")
+  assert p.returncode == 1 and p.stderr == f"Error: cannot write {rdir / 'train.log'}: File too large\n", p.stderr
+  assert leftovers(rdir) == [] and load_checkpoint(rdir)[0]["iter_num"] == 1
+  assert {n: (rdir / n).read_bytes() for n in files if n != "train.log"} == {n: b for n, b in files.items() if n != "train.log"}
+  # config.json (written through a temp file) cannot be written: one line, no config.json.tmp
+  os.truncate(rdir / "train.log", 0)
+  assert len(files["config.json"]) > 2000
+  p = limited(tmp_path, 2000, "train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=2")
+  assert p.returncode == 1 and p.stderr == f"Error: cannot write {rdir / 'config.json'}: File too large\n", p.stderr
+  assert leftovers(rdir) == [] and json.loads((rdir / "config.json").read_bytes()) == json.loads(files["config.json"])
+  # metrics.jsonl cannot grow: the first record after the run starts fails
+  big = max(len(b) for b in files.values()) + 4096
+  os.truncate(rdir / "metrics.jsonl", 0)
+  (rdir / "metrics.jsonl").write_bytes(b"x" * big + b"\n")  # a full file: not JSON, but the trainer only appends
+  p = limited(tmp_path, big + 1, "train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=2")
+  assert p.returncode == 1 and p.stderr == f"Error: cannot write {rdir / 'metrics.jsonl'}: File too large\n", p.stderr
+
+# *** two trainers, export-log and plot while one runs ***
+
+def test_one_trainer_per_run_dir(tmp_path):
+  rdir = tmp_path / "run"
+  first = subprocess.Popen([sys.executable, "cli.py", "train", f"--out_dir={rdir}", *TINY, "--max_iters=100000",
+                            "--eval_interval=100000"], cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+  try:
+    wait_for(lambda: (rdir / "train.log").exists() and iter_lines((rdir / "train.log").read_text()), first, "training")
+    t0 = time.time()
+    res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", *TINY, "--learning_rate=1e-2"])
+    assert res.exit_code == 1 and time.time() - t0 < 30
+    assert one_error_line(res.output) == (f"Error: {rdir} is in use: another `train` (pid {first.pid}) is running in it; "
+                                          "wait for it to end (Ctrl-C in it saves a checkpoint and stops), or pass another --out_dir")
+    res = CliRunner().invoke(cli, ["export-log", str(rdir), "--no-sample"])
+    assert res.exit_code == 1 and one_error_line(res.output) == (
+      f"Error: {rdir} is still training (pid {first.pid}): export it when that run ends (Ctrl-C in it saves a checkpoint and stops)")
+    res = CliRunner().invoke(cli, ["plot", str(rdir)])
+    assert res.exit_code == 0 and re.search(rf"^note: {re.escape(str(rdir))} is still training \(pid {first.pid}\): the plot "
+                                            r"is a snapshot, up to iteration \d+$", res.output, re.M), res.output
+  finally:
+    first.send_signal(signal.SIGINT)
+    out, _ = first.communicate(timeout=600)
+  assert first.returncode == 0 and "interrupted: saved step" in out, out
+  # the first run's record only: the refused trainer wrote nothing
+  assert (rdir / "train.log").read_text() == out and "learning_rate" not in out
+  assert json.loads((rdir / "config.json").read_text())["commands"] == [
+    "python cli.py train " + " ".join([f"--out_dir={rdir}", *TINY, "--max_iters=100000", "--eval_interval=100000"])]
+  res = CliRunner().invoke(cli, ["export-log", str(rdir), "--no-sample"])  # the lock went with its process
+  assert "still training" not in res.output
+
+# *** run dirs that cannot be written ***
+
+def test_out_dirs_that_cannot_be_run_dirs(tmp_path):
+  (tmp_path / "f").write_text("x")
+  for out, msg in [(tmp_path / "f", f"--out_dir {tmp_path / 'f'} is a file, expected a directory"),
+                   (tmp_path / "f" / "run", f"--out_dir {tmp_path / 'f' / 'run'}: {tmp_path / 'f'} is a file, not a directory"),
+                   (Path(f"/proc/tinystory-{os.getpid()}/run"), f"cannot create --out_dir /proc/tinystory-{os.getpid()}/run: "),
+                   (Path(f"/sys/tinystory-{os.getpid()}/run"), f"cannot create --out_dir /sys/tinystory-{os.getpid()}/run: ")]:
+    res = CliRunner().invoke(cli, ["train", f"--out_dir={out}", *TINY])
+    assert res.exit_code == 1 and one_error_line(res.output).startswith(f"Error: {msg}"), res.output
+  assert sorted(os.listdir(tmp_path)) == ["f"]
+
+def can_mount() -> bool:
+  try: return subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode == 0
+  except OSError: return False
+
+@pytest.mark.skipif(not can_mount(), reason="needs `unshare -m` (root) for a private read-only mount")
+def test_read_only_run_dirs(tmp_path):
+  """In a private mount namespace (gone with its process): a new run under a read-only mount, and a resume of a run
+  dir bind-mounted read-only."""
+  res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  (ro := tmp_path / "ro").mkdir()
+  py = f"{sys.executable} cli.py train"
+  script = (f"mount -t tmpfs -o ro,size=64k tmpfs {ro} && mount --bind {rdir} {rdir} && mount -o remount,bind,ro {rdir} && "
+            f"{py} --out_dir={ro / 'new'} {' '.join(TINY)}; {py} --out_dir={rdir} --init_from=resume")
+  p = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+  assert p.stderr.splitlines() == [f"Error: cannot create --out_dir {ro / 'new'}: Read-only file system",
+                                   f"Error: cannot write {rdir / 'train.lock'}: Read-only file system (--out_dir must be a writable directory)"], p.stderr
+  assert os.listdir(ro) == [] and load_checkpoint(rdir)[0]["iter_num"] == 1
+
+# *** outputs replaced whole, or not at all ***
+
+def test_a_failed_prepare_leaves_the_good_shards(tmp_path):
+  (tmp_path / "s.txt").write_text("\n\n".join(f"Story {i} about a cat and a dog." for i in range(60)))
+  fit_tokenizer(["Story about a cat and a dog. 0123456789"], "char").save(tok := tmp_path / "t.tok")
+  out = tmp_path / "shards"
+  prepare([str(tmp_path / "s.txt")], tok, out)
+  good = {p.name: p.read_bytes() for p in out.iterdir()}
+  (tmp_path / "bad.json").write_text("[{\"story\": 1}]")
+  res = CliRunner().invoke(cli, ["data", "prepare", f"--data={tmp_path / 'bad.json'}", f"--tokenizer={tok}", f"--out={out}"])
+  assert res.exit_code == 1 and "record 0: expected an object with a \"story\"" in one_error_line(res.output)
+  # the disk fills up while the new shards are written (other data: the build begins): the good ones stay
+  (tmp_path / "s2.txt").write_text("\n\n".join(f"Another story {i} about a dog." for i in range(3000)))
+  for dest in (out, tmp_path / "new" / "shards"):
+    p = limited(tmp_path, 4096, "data", "prepare", f"--data={tmp_path / 's2.txt'}", f"--tokenizer={tok}", f"--out={dest}")
+    assert p.returncode == 1 and p.stderr.startswith(f"Error: data prepare into {dest} failed: ") and \
+      p.stderr.endswith(": File too large\n"), p.stderr
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == good and load_meta(out)["stories"] == 60
+  assert set(os.listdir(tmp_path)) - {"cache"} == {"bad.json", "s.txt", "s2.txt", "shards", "t.tok"}  # no new/, no temp dir
+
+def test_a_failed_train_leaves_no_run_dir(tmp_path):
+  for out in (tmp_path / "new" / "run", tmp_path / "run2"):
+    res = CliRunner().invoke(cli, ["train", f"--out_dir={out}", *TINY[:-1], f"--data={tmp_path / 'missing.txt'}"])
+    assert res.exit_code == 1 and "missing.txt" in one_error_line(res.output)
+  assert not (tmp_path / "new").exists() and not (tmp_path / "run2").exists()
+  (existing := tmp_path / "mine").mkdir()
+  (existing / "notes.txt").write_text("mine")
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={existing}", *TINY[:-1], f"--data={tmp_path / 'missing.txt'}"])
+  assert res.exit_code == 1 and sorted(os.listdir(existing)) == ["notes.txt", "train.lock"]
+
+def test_short_val_split_is_refused_before_anything_runs(tmp_path):
+  (tmp_path / "s.txt").write_text("\n\n".join(f"Story {i} about a cat and a dog." for i in range(60)))
+  for seq in (64, 20000):  # 20000: the model and its batches would not fit in memory; refused before either exists
+    t0 = time.time()
+    res = CliRunner().invoke(cli, ["train", f"--out_dir={tmp_path / 'run'}", *TINY[:-1], f"--data={tmp_path / 's.txt'}", f"--max_seq_len={seq}"])
+    assert res.exit_code == 1 and time.time() - t0 < 60
+    assert re.fullmatch(rf"Error: \S+: the val split has [\d,]+ tokens, too few for one window of max_seq_len\+1 = {seq + 1} .*",
+                        one_error_line(res.output)), res.output
+    assert "step 0" not in res.output and "Initializing" not in res.output and not (tmp_path / "run").exists()
+
+# *** divergence ***
+
+def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
+  args = ["--learning_rate=1e3", "--warmup_iters=0", "--eval_interval=1", "--always_save_checkpoint=True", "--max_iters=40"]
+  res, rdir = run_train(tmp_path, *args)
+  assert res.exit_code == 1, res.output
+  m = re.fullmatch(r"Error: (.*) at step (\d+): training stopped; the last good checkpoint, step (\d+), is in "
+                   rf"{re.escape(str(rdir / 'ckpt'))}: continue it with --init_from=resume and a lower --learning_rate \(now 1000\)",
+                   one_error_line(res.output))
+  assert m and int(m[3]) <= int(m[2]), res.output  # grad_clip is on (1.0): no advice to turn it on
+  meta, weights, opt = load_checkpoint(rdir)
+  assert meta["iter_num"] == int(m[3]) and np.isfinite(meta["best_val_loss"])
+  assert all(np.isfinite(a).all() for a in [*weights.values(), *opt.values()])
+  # resumed as it was, it would diverge again, exactly: refused; with a change, a note and it goes on
+  res, _ = run_train(tmp_path, *args, "--init_from=resume")
+  assert res.exit_code == 1 and one_error_line(res.output).startswith(
+    f"Error: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step {m[3]}: resumed with the same options "
+    "it diverges again, exactly (resume is bit-exact); change an option, e.g. a lower --learning_rate (now 1000)"), res.output
+  res, _ = run_train(tmp_path, *args[1:-1], "--learning_rate=1e-3", f"--max_iters={m[3]}", "--init_from=resume")
+  assert res.exit_code == 0 and f"note: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step {m[3]}; " \
+    "resuming with changed options" in res.output, res.output
+  assert "changed on resume: learning_rate = 0.001 (was 1000.0)" in res.output
+
+# *** resume restores the run ***
+
+def test_resume_takes_the_saved_options_and_refuses_shape_changes(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--warmup_iters=2", "--learning_rate=1e-2",
+                        "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--dim=64", "--n_layers=3", "--dropout=0.2"])
+  assert res.exit_code == 1 and one_error_line(res.output) == (
+    "Error: --init_from=resume cannot change --dim=64 (the run's: 16), --n_layers=3 (the run's: 1): they fix the model's "
+    "shape, its data or its random streams; drop them, or start a new run in another --out_dir"), res.output
+  # only what is typed changes: warmup_iters stays 2 (not the default 2500), the lr schedule goes on as it was
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=3"])
+  assert res.exit_code == 0, res.output
+  assert "changed on resume: max_iters = 3 (was 2)" in res.output.splitlines()
+  opts = json.loads((rdir / "config.json").read_text())["options"]
+  assert (opts["warmup_iters"], opts["learning_rate"], opts["dim"], opts["max_iters"]) == (2, 1e-2, 16, 3)
+  lrs = [get_lr(it, TrainConfig(learning_rate=1e-2, warmup_iters=2, max_iters=3)) for it in (2, 3)]
+  assert [r["lr"] for r in read_metrics(rdir)[0]][-2:] == lrs and lrs[0] == 1e-2
+
+def test_ckpt_prev_alone_is_restored_never_deleted(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  os.replace(rdir / "ckpt", rdir / "ckpt.prev")  # a save killed between its two renames
+  res, _ = run_train(tmp_path, "--max_iters=1")
+  assert res.exit_code == 1 and f"already holds a checkpoint ({rdir / 'ckpt.prev'})" in res.output
+  assert find_checkpoint(rdir).name == "ckpt.prev"
+  res, _ = run_train(tmp_path, "--max_iters=2", "--init_from=resume")
+  assert res.exit_code == 0 and f"restored {rdir / 'ckpt'} from {rdir / 'ckpt.prev'} (a save was cut short)" in res.output
+  assert [int(l.split()[0]) for l in iter_lines(res.output)] == [1, 2]
+
+@pytest.mark.parametrize("key", ["shard_dir", "data_state"])
+def test_resume_of_a_checkpoint_lacking_a_field_is_one_line(tmp_path, key):
+  res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
+  meta = json.loads((rdir / "ckpt" / "ckpt.json").read_text())
+  del meta[key]
+  (rdir / "ckpt" / "ckpt.json").write_text(json.dumps(meta))
+  res, _ = run_train(tmp_path, "--max_iters=2", "--init_from=resume")
+  assert res.exit_code == 1 and one_error_line(res.output) == (
+    f"Error: checkpoint {rdir / 'ckpt' / 'ckpt.json'} lacks {key!r}: it cannot be resumed (it can be sampled)")
