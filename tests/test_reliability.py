@@ -232,6 +232,8 @@ def test_a_failed_prepare_leaves_the_good_shards(tmp_path):
   (tmp_path / "bad.json").write_text("[{\"story\": 1}]")
   res = CliRunner().invoke(cli, ["data", "prepare", f"--data={tmp_path / 'bad.json'}", f"--tokenizer={tok}", f"--out={out}"])
   assert res.exit_code == 1 and "record 0: expected an object with a \"story\"" in one_error_line(res.output)
+  res = CliRunner().invoke(cli, ["tokenizer", "fit", "--kind=char", f"--data={tmp_path / 'bad.json'}", f"--out={tok}"])
+  assert res.exit_code == 1 and tok.read_bytes() == fit_tokenizer(["Story about a cat and a dog. 0123456789"], "char").to_bytes()
   # the disk fills up while the new shards are written (other data: the build begins): the good ones stay
   (tmp_path / "s2.txt").write_text("\n\n".join(f"Another story {i} about a dog." for i in range(3000)))
   for dest in (out, tmp_path / "new" / "shards"):

@@ -61,6 +61,7 @@ def test_bad_options_one_line(args, msg):
 
 @pytest.mark.parametrize("args, msg", [
   (["--init_from=nope"], "--init_from must be 'scratch' or 'resume', got 'nope'"),
+  (["--init_from=resume", "--overwrite=True"], "--overwrite=True starts a new run: it does not go with --init_from=resume"),
   (["--batch_size=0"], "--batch_size must be a positive integer, got 0"),
   (["--beta2=1.5"], "--beta2 must be in [0, 1), got 1.5"),
   (["--vocab_source=llama2"], "--vocab_source='llama2' is not available"),

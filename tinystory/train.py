@@ -4,7 +4,7 @@ A run lives in one directory (`./runs/<out_dir>`, see checkpoint.run_dir): train
 metrics.jsonl (one JSON object per iteration and per eval), config.json (resolved options, parameter counts, data,
 tokenizer, versions, command lines), tokenizer.tok (a copy) and ckpt/ (the checkpoint, written by checkpoint.py).
 """
-import dataclasses, json, math, os, platform, shlex, signal, sys, time
+import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -79,6 +79,7 @@ def validate(cfg: TrainConfig) -> None:
     need(getattr(cfg, k) >= 0 and math.isfinite(getattr(cfg, k)), f"--{k} must be a finite number >= 0, got {getattr(cfg, k)}")
   for k in ("beta1", "beta2"): need(0 <= getattr(cfg, k) < 1, f"--{k} must be in [0, 1), got {getattr(cfg, k)}")
   need(cfg.init_from in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+  need(not (cfg.overwrite and cfg.init_from == "resume"), "--overwrite=True starts a new run: it does not go with --init_from=resume")
   need(cfg.vocab_source == "custom", f"--vocab_source={cfg.vocab_source!r} is not available: only 'custom' (a tokenizer "
        "fitted with `tokenizer fit` or on the fly); Meta's Llama 2 tokenizer cannot be downloaded by this project")
   need(cfg.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
@@ -267,7 +268,6 @@ class Interrupted:
 
 @dataclass
 class Resume:
-  ck: Path
   meta: dict                      # ckpt.json
   weights: dict[str, np.ndarray]
   opt: dict[str, np.ndarray]
@@ -296,7 +296,7 @@ def load_resume(rdir: Path) -> Resume:
     for key in ("exp_avg." + n, "exp_avg_sq." + n):
       if key not in opt or opt[key].shape != shape:
         raise UserError(f"checkpoint {ck / 'optimizer.safetensors'}: {key} is missing or not of shape {list(shape)}")
-  return Resume(ck, meta, weights, opt, saved_options(ck, meta, rdir), restored)
+  return Resume(meta, weights, opt, saved_options(ck, meta, rdir), restored)
 
 def saved_options(ck: Path, meta: dict, rdir: Path) -> dict:
   """The TrainConfig fields the checkpoint was trained with (ckpt.json's config, else config.json's options), each
@@ -376,7 +376,6 @@ def check_scratch(rdir: Path, cfg: TrainConfig) -> None:
 
 def clear_run(rdir: Path) -> None:
   """--overwrite=True: the previous run's files go, once the new run has passed every check."""
-  import shutil
   try:
     for name in (CKPT, CKPT + ".prev", CKPT + ".tmp"): shutil.rmtree(rdir / name, ignore_errors=True)
     for name in RUN_FILES: (rdir / name).unlink(missing_ok=True)
