@@ -111,12 +111,12 @@ def tokenizer_decode(file, ids):
 def data():
   """Download TinyStories and pretokenize stories into shards for training."""
 
-def _progress_bar(stack, label: str):
-  """A `progress(done, total)` callback that draws a click progress bar, opened on the first call (when the total is
-  known) and closed with `stack`. An unknown total (None) draws a bar with no length."""
+def _progress_bar(stack, label: str, file=None):
+  """A `progress(done, total)` callback that draws a click progress bar (on `file`, default stdout), opened on the
+  first call (when the total is known) and closed with `stack`. An unknown total (None) draws a bar with no length."""
   bars = []
   def progress(done, total):
-    if not bars: bars.append(stack.enter_context(click.progressbar(length=total, label=label)))
+    if not bars: bars.append(stack.enter_context(click.progressbar(length=total, label=label, file=file)))
     bars[0].update(done - bars[0].pos)
   return progress
 
@@ -255,6 +255,33 @@ def sample(ctx, preamble, **options):
     sys.stdout.write(text)
     sys.stdout.flush()
   run_sampling(SampleConfig(**options), overrides=ctx.meta.get("overrides", []), write=write, preamble=preamble)
+
+# ---- eval ----
+
+@cli.command("eval", context_settings={"max_content_width": 120})
+@click.option("--checkpoint", default="", help="run dir (runs/<name> or <name>), checkpoint dir, or a file in it; "
+              "default: the newest under runs/")
+@click.option("--data", "sources", multiple=True, required=True, help="the text: story files, dirs, globs or "
+              "'synthetic[:N]' (comma-separated or repeated), tokenized as training does; or a prepared shard dir")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), help="of a prepared shard dir  [default: val]")
+@click.option("--tokenizer", default="", help="tokenizer file; default: the run's tokenizer.tok")
+@click.option("--max_windows", "--max-windows", type=int, help="evaluate the first N windows only; default: the whole text")
+@click.option("--batch_size", "--batch-size", type=int, default=16, show_default=True, help="windows per forward pass")
+@click.option("--device", default="cpu", show_default=True, help="cpu, or a tinygrad device: cuda, metal, amd")
+@click.option("--compile", type=click.BOOL, default=True, show_default=True,
+              help="TinyJit-compiled forward (False runs eagerly: same numbers, slower)")
+@click.option("--json", "as_json", is_flag=True, help="print the result as one JSON object (notes go to stderr)")
+def eval_command(checkpoint, sources, split, tokenizer, max_windows, batch_size, device, compile, as_json):
+  """Measure a model on a text: loss in nats per token, bits per token, bits per character and bits per UTF-8 byte,
+  over windows of max_seq_len+1 tokens that cover the text (docs/exchange.md, tinystory/evaluate.py: what is counted).
+  Bits per character compare models with different tokenizers; nats per token do not."""
+  import contextlib, json
+  from tinystory.evaluate import run_eval
+  if as_json: log_to_console(sys.stderr)
+  with contextlib.ExitStack() as stack:
+    res = run_eval(checkpoint, [s for arg in sources for s in arg.split(",") if s], tokenizer, split, max_windows,
+                   batch_size, device, compile, progress=_progress_bar(stack, "evaluating", sys.stderr))
+  if as_json: click.echo(json.dumps(res))
 
 # ---- export ----
 # (after the sample section: export-log takes sample's options, made by llama2c_options from the train section)
