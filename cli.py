@@ -208,6 +208,11 @@ TRAIN_HELP = {
   "out_dir": "run directory, relative to runs/ unless absolute",
   "data": "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated",
   "tokenizer": "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly",
+  "val_data": "held-out text for the val loss, all of it (e.g. TinyStories-valid.txt; raw sources are prepared with the "
+              "run's tokenizer, or a prepared shard dir); '': --data's val shard. A resume keeps the run's",
+  "wandb_log": "log llama2.c's series (iter, tokens, loss/train, loss/val, lr, mfu) to Weights & Biases at each eval; "
+               "needs `pip install wandb`; WANDB_MODE=offline works offline",
+  "wandb_run_name": "'': 'run' + the start time (as llama2.c)",
   "vocab_size": "0: the tokenizer's size; otherwise it must agree with the tokenizer",
   "init_from": "'scratch' or 'resume' (continues exactly from <out_dir>/ckpt)",
   "unembedding": "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | untied",

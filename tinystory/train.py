@@ -23,9 +23,14 @@ class TrainConfig:
   eval_only: bool = False              # exit right after the first eval
   always_save_checkpoint: bool = False # save after every eval, not only when val loss improves
   init_from: str = "scratch"           # 'scratch' or 'resume'
+  # wandb logging (llama2.c's; needs the optional wandb package)
+  wandb_log: bool = False
+  wandb_project: str = "llamac"
+  wandb_run_name: str = ""             # "": "run" + the start time, as llama2.c
   # data
   data: str = "synthetic"              # prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated
   tokenizer: str = "char"              # a tokenizer file, or 'char'/'bpe' to fit one on the data on the fly
+  val_data: str = ""                   # held-out sources (or a prepared dir), all evaluated as val; "": --data's val shard
   batch_size: int = 64                 # micro-batch size when gradient_accumulation_steps > 1
   max_seq_len: int = 128
   vocab_source: str = "custom"         # only 'custom': Meta's Llama 2 tokenizer cannot be fetched here
@@ -128,11 +133,33 @@ def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
       fit_tokenizer(data.iter_stories(sources), cfg.tokenizer, cfg.vocab_size or None).save(tok_path)
   else:
     tok_path = Path(cfg.tokenizer)
-  tok = check_vocab_size(cfg, tok_path)
-  shard_dir = data.cache_dir() / f"shards-{key[:16]}-{tok.sha256[:12]}"
-  log(f"preparing shards of {cfg.data} with {tok_path} -> {shard_dir}")
+  return prepare_cached(sources, tok_path, check_vocab_size(cfg, tok_path), key), tok_path
+
+def prepare_cached(sources: list[str], tok_path: Path, tok, key: str | None = None) -> Path:
+  """The shards of raw `sources` with the tokenizer, prepared once into the cache (key: data.sources_key)."""
+  from tinystory import data, pretok
+  shard_dir = data.cache_dir() / f"shards-{(key or data.sources_key(sources))[:16]}-{tok.sha256[:12]}"
+  log(f"preparing shards of {','.join(sources)} with {tok_path} -> {shard_dir}")
   pretok.prepare(sources, tok_path, shard_dir)
-  return shard_dir, tok_path
+  return shard_dir
+
+def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
+  """The shard dir of --val_data (None when not given): a prepared one as it is, raw sources prepared with the run's
+  tokenizer into the cache. Every shard of it is val data."""
+  from tinystory import pretok
+  from tinystory.tokenizer import load_tokenizer
+  if not (sources := [s for s in val_data.split(",") if s]): return None
+  tok = load_tokenizer(tok_path)
+  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
+    pretok.check_tokenizer_matches(pretok.load_meta(sources[0]), tok)
+    return Path(sources[0])
+  return prepare_cached(sources, tok_path, tok)
+
+def import_wandb():
+  """The wandb module for --wandb_log, or a one-line error saying how to install it."""
+  try: import wandb
+  except ImportError: raise UserError("--wandb_log=True needs the wandb package: pip install wandb (or pip install -e '.[wandb]')") from None
+  return wandb
 
 def check_vocab_size(cfg: TrainConfig, tok_path: Path):
   from tinystory.tokenizer import load_tokenizer
@@ -259,16 +286,17 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   are logged as `Overriding: k = v`); `argv` is the command line after `cli.py` (default: this process's), recorded in
   config.json so that the run can be reproduced. Returns a summary dict (iterations, best val loss, run dir)."""
   validate(cfg)
+  wandb = import_wandb() if cfg.wandb_log else None  # before anything is written
   rdir = run_dir(cfg.out_dir)
   if cfg.init_from == "scratch" and (rdir / CKPT).exists():
     raise UserError(f"{rdir} already holds a checkpoint: pass --init_from=resume to continue it, or another --out_dir")
   rdir.mkdir(parents=True, exist_ok=True)
   handler = log_to_file(rdir / "train.log")
   try:
-    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted)
+    with Interrupted() as interrupted: return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted, wandb)
   finally: stop_logging_to(handler)
 
-def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
+def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted, wandb) -> dict:
   from tinygrad import Tensor
   from tinystory.model import ModelArgs, Transformer
   from tinystory.tokenizer import load_tokenizer
@@ -290,10 +318,14 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     ck_meta, ck_weights, ck_opt = load_checkpoint(rdir)
     shard_dir, tok_path = Path(ck_meta["shard_dir"]), rdir / "tokenizer.tok"
     pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), load_tokenizer(tok_path))
+    if not cfg.val_data: cfg = dataclasses.replace(cfg, val_data=ck_meta.get("config", {}).get("val_data", ""))  # the run's own
   else:
     shard_dir, tok_path = resolve_data(cfg)
     if tok_path.resolve() != (rdir / "tokenizer.tok").resolve(): write_atomic(rdir / "tokenizer.tok", tok_path.read_bytes())
   tok = load_tokenizer(rdir / "tokenizer.tok")
+  val_dir = resolve_val_data(cfg.val_data, rdir / "tokenizer.tok")
+  if val_dir: log(f"val loss on --val_data {cfg.val_data}: all of {val_dir}")
+  if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
 
   # model
   model_args = dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads,
@@ -320,13 +352,12 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   steps = TrainSteps(model, cfg)
   if ck_opt: steps.load_optimizer_state(ck_opt, ck_meta["opt_step"])
 
-  def batches(split: str, state=None):
-    return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
+  def batches(split: str, state=None, shards=shard_dir):
+    return pretok.PretokDataset(shards, split, cfg.batch_size, cfg.max_seq_len, state=state)
 
   def estimate_loss() -> dict[str, float]:
     out = {}
-    for split in ("train", "val"):
-      ds = batches(split)
+    for split, ds in (("train", batches("train")), ("val", batches("all", shards=val_dir) if val_dir else batches("val"))):
       out[split] = float(np.mean([steps.eval_loss(*ds.next_batch()).item() for _ in range(cfg.eval_iters)]))
     return out
 
@@ -334,7 +365,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   config_path = rdir / "config.json"
   run_config = json.loads(config_path.read_text()) if config_path.is_file() and ck_meta else {}
   run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
-                    data_meta=pretok.load_meta(shard_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
+                    data_meta=pretok.load_meta(shard_dir), val_shard_dir=val_dir and str(val_dir), tokenizer={"path": str(tok_path), "kind": tok.kind,
                     "vocab_size": tok.vocab_size, "sha256": tok.sha256}, versions=versions(),
                     commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
   write_atomic(config_path, json.dumps(run_config, indent=1))
@@ -351,6 +382,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
 
   peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
+  if wandb: wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
   t_start = t0 = time.time()
   local_iter, running_mfu, ema_dt = 0, -1.0, None
   while True:
@@ -362,6 +394,10 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
+      if wandb:  # llama2.c's series, and its handling of a failure
+        try: wandb.log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "loss/train": losses["train"],
+                        "loss/val": losses["val"], "lr": lr, "mfu": running_mfu * 100}, step=iter_num)
+        except Exception as e: log(f"logging to wandb failed: {e}")
       if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
         best_val_loss = losses["val"]
         if iter_num > 0: checkpoint()
@@ -393,6 +429,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       break
     if iter_num > cfg.max_iters: break
   metrics.close()
+  if wandb: wandb.finish()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
 
