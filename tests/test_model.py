@@ -207,13 +207,11 @@ def test_seed_config_state_dict_has_llama2c_names_and_logical_shapes_in_model_or
   assert list(untied)[-1] == "output.weight" and untied["output.weight"].shape == (361, 128)
   assert not any(n.endswith("bias") for n in untied)
 
-def test_seed_config_parameter_groups_and_counts():
+def test_seed_config_parameter_counts():
   m = Transformer(ModelArgs(**SEED_ARGS), seed=0)
   assert m.args.hidden_size == 341 and m.padded_hidden == 352 and m.padded_vocab == 368
   assert m.num_params() == ((29, 832_128), (13, 2_516))
-  decay, no_decay = m.param_groups()
-  assert len(decay) == 29 and len(no_decay) == 13 and len(m.parameters()) == 42
-  assert all(t.ndim == 2 for t in decay) and all(t.ndim == 1 for t in no_decay)
+  assert len(m.parameters()) == 42
   # the optimizer sees the padded tensors: vocab 361 -> 368, hidden 341 -> 352
   assert sum(t.numel() for t in m.parameters()) == 368 * 128 + 4 * (4 * 128 * 128 + 3 * 352 * 128 + 352 + 2 * 128) + 128
   assert Transformer(ModelArgs(**SEED_ARGS, unembedding="untied"), seed=0).num_params() == ((30, 878_336), (13, 2_516))

@@ -25,9 +25,9 @@ import numpy as np
 from tinygrad import Tensor, UOp
 from tinygrad.helpers import TRAINING
 from tinystory import UserError
+from tinystory.tokenizer import MAX_VOCAB
 
 UNEMBEDDINGS = ("pinv", "tied", "untied")
-MAX_VOCAB = 65_535  # token ids are stored as uint16
 
 @dataclass(repr=False)
 class ModelArgs:
@@ -275,11 +275,6 @@ class Transformer:
   def parameters(self) -> list[Tensor]:
     """The trainable (padded) tensors, in llama2.c's order."""
     return list(self.weights.values())
-
-  def param_groups(self) -> tuple[list[Tensor], list[Tensor]]:
-    """(decay, no_decay) as llama2.c's configure_optimizers: tensors of 2+ dims decay, biases and norm weights do not."""
-    decay = [t for t in self.weights.values() if t.ndim >= 2]
-    return decay, [t for t in self.weights.values() if t.ndim < 2]
 
   def num_params(self) -> tuple[tuple[int, int], tuple[int, int]]:
     """((n_tensors, n_params) decayed, (n_tensors, n_params) not decayed), logical sizes (padding not counted)."""

@@ -22,31 +22,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import UserError
+from tinystory import need, need_positive, option, UserError
 from tinystory.log import log
 from tinystory.replay import ReplayJit, host_view, read, upload
 
 @dataclass
 class SampleConfig:
-  # llama2.c's sample.py options, in its order, and its defaults
-  checkpoint: str = ""      # a run dir or checkpoint dir (or a file in it); "": the newest checkpoint under runs/
-  start: str = ""           # the prompt; "FILE:path" reads it from a file; "": start from BOS alone
-  num_samples: int = 1
-  max_new_tokens: int = 100
-  temperature: float = 1.0  # 0: greedy (argmax)
-  top_k: int = 300          # keep the k most likely tokens
-  top_p: float = 1.0        # then the fewest tokens whose probability reaches p (nucleus); 1: all
-  tokenizer: str = ""       # "": the tokenizer saved with the run
-  seed: int = 1337
-  device: str = "cpu"
-  compile: bool = True      # TinyJit-compiled step and prefill; False runs them eagerly (same numbers, slower)
-  slide: int = 1            # tokens dropped at once when the context is full; 1 is llama2.c's exact crop
+  """llama2.c's sample.py options, in its order, and its defaults; `--help` shows each field's help."""
+  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest "
+                           "under runs/")
+  start: str = option("", "prompt text, or FILE:path; '' starts from BOS alone")
+  num_samples: int = option(1, "samples to draw, one after another, each from the prompt")
+  max_new_tokens: int = option(100, "tokens generated per sample")
+  temperature: float = option(1.0, "divides the logits before the softmax: lower is more predictable; 0: greedy (argmax)")
+  top_k: int = option(300, "keep the k most likely tokens")
+  top_p: float = option(1.0, "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off")
+  tokenizer: str = option("", "tokenizer file; default: the run's tokenizer.tok")
+  seed: int = option(1337, "seed of the draws (numpy): the same seed and options give the same text")
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  compile: bool = option(True, "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)")
+  slide: int = option(1, "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
+                      "recomputed for every token); s > 1 recomputes once per s tokens (faster; not llama2.c's output)")
 
 def validate(cfg: SampleConfig) -> None:
-  def need(ok, msg):
-    if not ok: raise UserError(msg)
-  for k in ("num_samples", "max_new_tokens", "top_k", "slide"):
-    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  need_positive(cfg, "num_samples", "max_new_tokens", "top_k", "slide")
   need(np.isfinite(cfg.temperature) and cfg.temperature >= 0,
        f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
   need(0 < cfg.top_p <= 1, f"--top_p must be in (0, 1] (1 keeps every token), got {cfg.top_p}")
