@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
 from tinystory.checkpoint import model_weights, save_checkpoint
-from tinystory.evaluate import TokenStream, evaluate, run_eval, text_tokens
+from tinystory.evaluate import EvalConfig, TokenStream, evaluate, run_eval, text_tokens
 from tinystory.model import ModelArgs, Transformer
 from tinystory.pretok import prepare
 from tinystory.synthetic import synthetic_stories
@@ -50,7 +50,7 @@ def stream_ids(tok, stories) -> np.ndarray: return np.concatenate([tok.encode_ar
 
 def test_bits_per_char_match_a_float64_reference_and_counts_are_exact(run):
   rdir, text, tok, args, weights = run
-  res = run_eval(str(rdir), [str(text)], batch_size=4)
+  res = run_eval(EvalConfig(str(rdir), str(text), batch_size=4))
   ids = stream_ids(tok, STORIES)
   windows = math.ceil((len(ids) - 1) / L)
   assert (len(ids) - 1) % L  # the last window is a partial one
@@ -65,15 +65,15 @@ def test_bits_per_char_match_a_float64_reference_and_counts_are_exact(run):
   assert res["bits_per_token"] == pytest.approx(res["loss"] / math.log(2), rel=1e-12)
   assert abs(res["loss"] - math.log(tok.vocab_size)) > 0.1  # not a uniform model: which token and context matter
   # deterministic, and the same numbers whatever the batch size or compilation
-  assert run_eval(str(rdir), [str(text)], batch_size=4) == res
-  again = run_eval(str(rdir), [str(text)], batch_size=64)
+  assert run_eval(EvalConfig(str(rdir), str(text), batch_size=4)) == res
+  again = run_eval(EvalConfig(str(rdir), str(text), batch_size=64))
   assert again["nats"] == pytest.approx(res["nats"], rel=1e-6) and again["tokens"] == res["tokens"]
-  compiled, eager = (run_eval(str(rdir), [str(text)], max_windows=5, batch_size=4, compile=c) for c in (True, False))
+  compiled, eager = (run_eval(EvalConfig(str(rdir), str(text), max_windows=5, batch_size=4, compile=c)) for c in (True, False))
   assert eager["nats"] == pytest.approx(compiled["nats"], rel=1e-6) and eager["tokens"] == compiled["tokens"] == 5 * L
 
 def test_max_windows_evaluates_the_first_windows(run):
   rdir, text, tok, args, weights = run
-  res = run_eval(str(rdir), [str(text)], max_windows=5, batch_size=4)
+  res = run_eval(EvalConfig(str(rdir), str(text), max_windows=5, batch_size=4))
   ids = stream_ids(tok, STORIES)
   predicted = ids[1:5 * L + 1]
   assert (res["windows"], res["tokens"]) == (5, 5 * L)
@@ -81,14 +81,14 @@ def test_max_windows_evaluates_the_first_windows(run):
   data = b"".join(tok.token_bytes(int(i)) for i in predicted)
   assert res["bytes"] == len(data) and res["chars"] == sum((c & 0xC0) != 0x80 for c in data)
   assert res["nats"] == pytest.approx(reference(weights, args, ids, 5), rel=1e-5)
-  assert run_eval(str(rdir), [str(text)], max_windows=10**6)["tokens"] == len(ids) - 1
+  assert run_eval(EvalConfig(str(rdir), str(text), max_windows=10**6))["tokens"] == len(ids) - 1
 
 def test_a_text_shorter_than_a_window_is_evaluated_whole(run, tmp_path):
   rdir, _, tok, args, weights = run
   (short := tmp_path / "short.txt").write_text("Tom ran.")
   ids = stream_ids(tok, ["Tom ran."])
   assert len(ids) - 1 < L
-  res = run_eval(str(rdir), [str(short)])
+  res = run_eval(EvalConfig(str(rdir), str(short)))
   assert (res["windows"], res["tokens"], res["chars"]) == (1, len(ids) - 1, 8)
   assert res["nats"] == pytest.approx(reference(weights, args, ids, 1), rel=1e-5)
 
@@ -96,13 +96,13 @@ def test_prepared_shards_give_the_raw_texts_numbers(run, tmp_path):
   rdir, text, tok, *_ = run
   prepare([str(text)], rdir / "tokenizer.tok", tmp_path / "shards", val_fraction=0.4)  # val = the first 2 stories
   (head := tmp_path / "head.txt").write_text("".join(s + "\n<|endoftext|>\n" for s in STORIES[:2]))
-  val, raw = run_eval(str(rdir), [str(tmp_path / "shards")]), run_eval(str(rdir), [str(head)])
+  val, raw = run_eval(EvalConfig(str(rdir), str(tmp_path / "shards"))), run_eval(EvalConfig(str(rdir), str(head)))
   assert val["data"] == f"{tmp_path / 'shards'} (val split, 1 shard)"
   assert {k: val[k] for k in ("tokens", "chars", "bytes", "nats")} == {k: raw[k] for k in ("tokens", "chars", "bytes", "nats")}
-  train = run_eval(str(rdir), [str(tmp_path / "shards")], split="train")
+  train = run_eval(EvalConfig(str(rdir), str(tmp_path / "shards"), split="train"))
   assert train["chars"] == sum(map(len, STORIES[2:]))
   with pytest.raises(UserError, match=r"^--split=train is for a prepared shard directory; --data .*stories.txt is raw text$"):
-    run_eval(str(rdir), [str(text)], split="train")
+    run_eval(EvalConfig(str(rdir), str(text), split="train"))
   other = fit_tokenizer(["something else entirely"], "char")
   with pytest.raises(UserError, match="but the shards were made with vocab_size"):
     text_tokens([str(tmp_path / "shards")], other)
@@ -116,7 +116,7 @@ def test_cli_json_and_text_output(run):
   res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(rdir), "--data", str(text), "--max_windows=3", "--json"])
   assert res.exit_code == 0, res.output
   got = json.loads(res.stdout)  # stdout is the JSON alone: notes and the progress bar go to stderr
-  assert got == run_eval(str(rdir), [str(text)], max_windows=3)
+  assert got == run_eval(EvalConfig(str(rdir), str(text), max_windows=3))
   res = CliRunner().invoke(cli, ["eval", "--checkpoint", str(rdir), "--data", str(text), "--max-windows", "3"])
   assert res.exit_code == 0, res.output
   assert (f"loss {got['loss']:.4f} nats/token | {got['bits_per_token']:.4f} bits/token | {got['bits_per_char']:.4f} "
@@ -126,7 +126,9 @@ def test_cli_json_and_text_output(run):
 @pytest.mark.parametrize("args, msg", [
   (["--data", "/no/such.txt"], "Error: data source /no/such.txt does not exist"),
   (["--data", "EMPTY"], "holds no stories to evaluate on"),
-  (["--data", "TEXT", "--max_windows=0"], "Error: --max_windows must be a positive integer, got 0"),
+  ([], "Error: --data is required: the text to evaluate on"),
+  (["--data", "TEXT", "--max_windows=-1"], "Error: --max_windows must be >= 0 (0: the whole text), got -1"),
+  (["--data", "TEXT", "--split=test"], "Error: --split must be one of train, val, all, got 'test'"),
   (["--data", "TEXT", "--batch_size=0"], "Error: --batch_size must be a positive integer, got 0"),
   (["--data", "TEXT", "--checkpoint", "/no/run"], "Error: --checkpoint=/no/run: no such file or directory"),
 ])

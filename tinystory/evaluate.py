@@ -22,10 +22,12 @@ loss = nats / tokens; bits per token = loss / ln 2; bits per char = nats / ln 2 
 Only bits per character and per byte compare models with different tokenizers.
 """
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 import numpy as np
-from tinystory import UserError
+from tinystory import need, need_positive, option, pretok
+from tinystory.data import iter_stories
 from tinystory.log import log
 
 # *** the text as one stream of token ids ***
@@ -48,21 +50,19 @@ class TokenStream:
 def text_tokens(sources: list[str], tok, split: str | None = None, limit: int | None = None) -> tuple[TokenStream, str]:
   """The token stream of `sources` (raw sources, or one prepared shard directory, whose `split` is read: "val" by
   default) and a description of it. `limit`: raw text is encoded only until that many tokens are there."""
-  from tinystory import pretok
-  from tinystory.data import iter_stories
   if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
     meta = pretok.load_meta(sources[0])
     pretok.check_tokenizer_matches(meta, tok)
     shards = pretok.split_shards(meta, split or "val")
     return (TokenStream([np.memmap(Path(sources[0]) / s["file"], np.uint16, "r") for s in shards]),
             f"{sources[0]} ({split or 'val'} split, {len(shards)} shard{'s' * (len(shards) != 1)})")
-  if split: raise UserError(f"--split={split} is for a prepared shard directory; --data {','.join(sources)} is raw text")
+  need(not split, f"--split={split} is for a prepared shard directory; --data {','.join(sources)} is raw text")
   chunks, n = [], 0
   for story in iter_stories(sources):
     chunks.append(tok.encode_array(story, bos=True))
     n += len(chunks[-1])
     if limit is not None and n >= limit: break
-  if not chunks: raise UserError(f"--data {','.join(sources)} holds no stories to evaluate on")
+  need(bool(chunks), f"--data {','.join(sources)} holds no stories to evaluate on")
   return TokenStream(chunks), ",".join(sources)
 
 def token_sizes(tok) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +97,7 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
   """The counts and losses of the module docstring for `model` on `stream`: {windows, tokens, chars, bytes,
   unk_tokens, nats, loss, bits_per_token, bits_per_char, bits_per_byte}. `progress(windows_done, windows)`."""
   L = model.args.max_seq_len
-  if len(stream) < 2: raise UserError("the text has no token to predict: it needs at least one story")
+  need(len(stream) >= 2, "the text has no token to predict: it needs at least one story")
   windows = -(-(len(stream) - 1) // L)
   if max_windows is not None: windows = min(windows, max_windows)
   losses, (tok_bytes, tok_chars) = TokenLosses(model, batch_size, compile), token_sizes(tok)
@@ -109,7 +109,8 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
       w = stream[k * L:k * L + L + 1].astype(np.int64)
       x[row, :len(w) - 1], y[row, :len(w) - 1], mask[row, :len(w) - 1] = w[:-1], w[1:], True
     nll = losses(x, y)[mask]
-    if not np.isfinite(nll).all(): raise UserError(f"the model's loss is not finite (NaN or inf) in windows {first}..: the checkpoint is broken")
+    need(np.isfinite(nll).all(), f"the model's loss is not finite (NaN or inf) in windows {first}..{first + batch_size - 1}: "
+         "the checkpoint is broken")
     targets = y[mask]
     nats += float(nll.astype(np.float64).sum())
     tokens, chars, nbytes = tokens + len(targets), chars + int(tok_chars[targets].sum()), nbytes + int(tok_bytes[targets].sum())
@@ -120,20 +121,36 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
           "loss": nats / tokens, "bits_per_token": bits / tokens, "bits_per_char": bits / max(chars, 1),
           "bits_per_byte": bits / max(nbytes, 1)}
 
-def run_eval(checkpoint: str, sources: list[str], tokenizer: str = "", split: str | None = None, max_windows: int | None = None,
-             batch_size: int = 16, device: str = "cpu", compile: bool = True, progress=None) -> dict:
+@dataclass
+class EvalConfig:
+  """`python cli.py eval`'s options; `--help` shows each field's help."""
+  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; '': the newest "
+                           "under runs/")
+  data: str = option("", "the text: story files, dirs, globs or 'synthetic[:N]', comma-separated, tokenized as training "
+                     "does; or a prepared shard dir")
+  split: str = option("", "of a prepared shard dir: val | train | all; '': val")
+  tokenizer: str = option("", "tokenizer file; '': the run's tokenizer.tok")
+  max_windows: int = option(0, "evaluate the first N windows only; 0: every window, the whole text")
+  batch_size: int = option(16, "windows per forward pass (the last batch is padded; the numbers do not depend on it)")
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  compile: bool = option(True, "TinyJit-compiled forward (False runs eagerly: same numbers, slower)")
+
+def run_eval(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
   """`python cli.py eval`: load the model (sample.load_for_inference), read --data, evaluate; logs a summary and
   returns evaluate's dict with the checkpoint, data and max_seq_len added."""
   from tinystory.device import set_device
   from tinystory.sample import load_for_inference
-  if batch_size < 1: raise UserError(f"--batch_size must be a positive integer, got {batch_size}")
-  if max_windows is not None and max_windows < 1: raise UserError(f"--max_windows must be a positive integer, got {max_windows}")
-  set_device(device)
-  model, tok, ck = load_for_inference(checkpoint, tokenizer)
-  L = model.args.max_seq_len
-  stream, what = text_tokens(sources, tok, split, None if max_windows is None else max_windows * L + 1)
+  need(bool(sources := [s for s in cfg.data.split(",") if s]), "--data is required: the text to evaluate on (story "
+       "files, dirs, globs or synthetic[:N], or a prepared shard dir)")
+  need(cfg.split in ("", *pretok.SPLITS), f"--split must be one of {', '.join(pretok.SPLITS)}, got {cfg.split!r}")
+  need_positive(cfg, "batch_size")
+  need(cfg.max_windows >= 0, f"--max_windows must be >= 0 (0: the whole text), got {cfg.max_windows}")
+  set_device(cfg.device)
+  model, tok, ck = load_for_inference(cfg.checkpoint, cfg.tokenizer)
+  L, max_windows = model.args.max_seq_len, cfg.max_windows or None
+  stream, what = text_tokens(sources, tok, cfg.split or None, max_windows and max_windows * L + 1)
   log(f"evaluating {ck} on {what}: {len(stream):,} tokens, windows of {L + 1} tokens predicting {L}")
-  res = evaluate(model, tok, stream, batch_size, max_windows, compile, progress)
+  res = evaluate(model, tok, stream, cfg.batch_size, max_windows, cfg.compile, progress)
   if res["unk_tokens"]:
     log(f"warning: {res['unk_tokens']:,} characters of the text are not in the tokenizer's vocabulary: each is one <unk>, "
         f"scored as that token")
