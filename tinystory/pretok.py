@@ -193,8 +193,8 @@ def split_shards(meta: dict, split: str) -> list[dict]:
 
 class PretokDataset:
   """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` (see split_shards) of a prepared
-  directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able
-  cursor, and a dataset made with `state=` (or `restore`d) yields exactly the batches the original would have next."""
+  directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able cursor, and a dataset
+  made with `state=` (or `restore`d) yields exactly the batches the original would have next."""
   def __init__(self, shard_dir, split: str, batch_size: int, max_seq_len: int, seed: int = 42, state: dict | None = None):
     if batch_size < 1 or max_seq_len < 1:
       raise UserError(f"batch_size {batch_size} and max_seq_len {max_seq_len} must both be at least 1")
