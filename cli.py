@@ -209,7 +209,8 @@ TRAIN_HELP = {
   "data": "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated",
   "tokenizer": "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly",
   "vocab_size": "0: the tokenizer's size; otherwise it must agree with the tokenizer",
-  "init_from": "'scratch' or 'resume' (continues exactly from <out_dir>/ckpt)",
+  "init_from": "'scratch', 'resume' (continues exactly from <out_dir>/ckpt), or a model file to start from: a llama2.c "
+               ".bin or a Hugging Face directory of the data tokenizer's vocabulary (docs/exchange.md)",
   "unembedding": "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | untied",
   "lr_decay_iters": "0: max_iters",
   "device": "cpu, or a tinygrad device: cuda, metal, amd",
@@ -229,12 +230,14 @@ def train(ctx, **options):
 # (after the train section: its options are made by llama2c_options, defined there)
 
 SAMPLE_HELP = {
-  "checkpoint": "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest under runs/",
+  "checkpoint": "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; or a llama2.c .bin or Hugging Face "
+                "directory (docs/exchange.md); default: the newest under runs/",
   "start": "prompt text, or FILE:path; '' starts from BOS alone",
   "temperature": "0: greedy (argmax)",
   "top_k": "keep the k most likely tokens",
   "top_p": "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off",
-  "tokenizer": "tokenizer file; default: the run's tokenizer.tok",
+  "tokenizer": "tokenizer file (.tok, or a llama2.c tokenizer.bin); default: the run's tokenizer.tok, or tokenizer.bin "
+               "beside a .bin / tokenizer.json in a Hugging Face directory",
   "device": "cpu, or a tinygrad device: cuda, metal, amd",
   "compile": "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)",
   "slide": "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
@@ -287,6 +290,18 @@ def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **samp
     sys.stdout.write(text)
     sys.stdout.flush()
   log(f"wrote {run_export(run_dir, out, do_sample, sample_options, overrides, head, tail, list(windows), prompt, write)}")
+
+@cli.command("export-model")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["hf", "llama2c", "llama2c-q8"]), required=True,
+              help="hf: a transformers LlamaForCausalLM directory with tokenizer.json; llama2c: run.c's model.bin "
+                   "(version 0) and tokenizer.bin; llama2c-q8: runq.c's Q8_0 model.bin (version 2) and tokenizer.bin.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files into.")
+def export_model(run, fmt, out):
+  """Export the model of RUN (run dir, checkpoint dir, or run name) for Hugging Face or llama2.c (docs/exchange.md)."""
+  from tinystory.exchange import export_model as run_export
+  from tinystory.log import log
+  for path in run_export(run, fmt, out): log(f"wrote {path}")
 
 @cli.command()
 @click.argument("run_dir")

@@ -239,6 +239,24 @@ def load_model(ck: Path):
   model.load_state_dict(weights)
   return model, meta
 
+def load_run(cfg: SampleConfig):
+  """(model, tokenizer) of --checkpoint (a run or checkpoint dir) and --tokenizer (default: the run's)."""
+  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.tokenizer import load_tokenizer
+  ck = resolve_checkpoint(cfg.checkpoint)
+  model, meta = load_model(ck)
+  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
+  tok_path = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer.tok"
+  if not cfg.tokenizer and not tok_path.is_file():
+    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
+  tok = load_tokenizer(tok_path)
+  if tok.vocab_size != model.args.vocab_size:
+    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
+                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
+  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
+    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
+  return model, tok
+
 def load_prompt(start: str, tok) -> list[int]:
   """BOS and the ids of --start (or of the file after 'FILE:'); characters the tokenizer lacks are an error, not <unk>."""
   what = "--start"
@@ -264,23 +282,12 @@ def state_dict_lines(model) -> list[str]:
 def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambda s: None, preamble: bool = True) -> dict:
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
-  from tinystory.checkpoint import resolve_checkpoint
   from tinystory.device import set_device
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.exchange import is_model_file, load_model_file
   validate(cfg)
   set_device(cfg.device)
-  ck = resolve_checkpoint(cfg.checkpoint)
-  model, meta = load_model(ck)
-  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
-  tok_path = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer.tok"
-  if not cfg.tokenizer and not tok_path.is_file():
-    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
-  tok = load_tokenizer(tok_path)
-  if tok.vocab_size != model.args.vocab_size:
-    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
-                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
-  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
-    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
+  # a llama2.c .bin or a Hugging Face directory (exchange.py), else a run or checkpoint of this project
+  model, tok = load_model_file(cfg.checkpoint, cfg.tokenizer) if is_model_file(cfg.checkpoint) else load_run(cfg)
   prompt = load_prompt(cfg.start, tok)
   decoder = CachedDecoder(model, cfg.compile, cfg.slide)
   if preamble:  # after every check, so that a mistake is a one-line error
