@@ -108,6 +108,18 @@ def numpy_adamw(p, g, m, v, lr, step, wd, b1, b2, clip, eps=1e-8):
     out.append((pi - lr / (1 - b1 ** step) * mi / (np.sqrt(vi) / math.sqrt(1 - b2 ** step) + eps), mi, vi))
   return out
 
+def test_weight_decay_groups_are_llama2cs():
+  """AdamW decays the 2+-dim tensors (matmuls, embedding), not the biases and norm weights: llama2.c's
+  configure_optimizers, whose counts train logs (29 decayed tensors, 13 not, for the seed)."""
+  from tinystory import SEED_MODEL
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainSteps
+  model = Transformer(ModelArgs(**SEED_MODEL), seed=0)
+  decays = dict(zip(model.weights, TrainSteps(model, TrainConfig(weight_decay=0.25)).decays))
+  assert {n for n, d in decays.items() if d == 0.25} == {n for n in decays if n.endswith(".weight") and "norm" not in n}
+  assert {n for n, d in decays.items() if d == 0.0} == {n for n in decays if n.endswith(("norm.weight", ".bias"))}
+  assert len(decays) == 42 and sum(d == 0.25 for d in decays.values()) == model.num_params()[0][0] == 29
+
 @pytest.mark.parametrize("clip", [0.0, 1.0, 0.01, 100.0])  # off, active (norm ~4), inactive
 def test_adamw_step_matches_numpy(clip):
   from tinygrad import Tensor

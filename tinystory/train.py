@@ -8,63 +8,76 @@ import dataclasses, json, math, os, platform, shlex, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, __version__, write_atomic
+from tinystory import SEED_MODEL, __version__, need, need_positive, option, UserError, write_atomic
 from tinystory.checkpoint import CKPT, load_checkpoint, model_weights, run_dir, save_checkpoint, unpadded
 from tinystory.device import set_device
 from tinystory.log import fmt_duration, log, log_to_file, stop_logging_to
 
 @dataclass
 class TrainConfig:
+  """llama2.c's train.py options, its names and order, with the seed run's values as defaults; `--help` shows each
+  field's help."""
   # I/O
-  out_dir: str = "out"                 # relative to ./runs unless absolute
-  eval_interval: int = 5000
-  log_interval: int = 1
-  eval_iters: int = 100
-  eval_only: bool = False              # exit right after the first eval
-  always_save_checkpoint: bool = False # save after every eval, not only when val loss improves
-  init_from: str = "scratch"           # 'scratch' or 'resume'
+  out_dir: str = option("out", "run directory (train.log, metrics.jsonl, config.json, tokenizer.tok, ckpt/), relative "
+                        "to ./runs of the working directory unless absolute")
+  eval_interval: int = option(5000, "evaluate (and checkpoint if the val loss improved) every this many iterations")
+  log_interval: int = option(1, "print an iteration line every this many iterations")
+  eval_iters: int = option(100, "batches of each split averaged for an eval's train and val loss")
+  eval_only: bool = option(False, "exit right after the first eval")
+  always_save_checkpoint: bool = option(False, "save a checkpoint at every eval, not only when the val loss improves")
+  init_from: str = option("scratch", "'scratch': a new model; 'resume': continue <out_dir>/ckpt exactly. A resume keeps "
+                          "the checkpoint's model shape (dim, n_layers, n_heads, n_kv_heads, multiple_of, vocab, "
+                          "ffn_bias, unembedding), data, tokenizer, step, optimizer state, data position and RNG: those "
+                          "options and --seed are ignored; dropout and every other option (learning rate, schedule, "
+                          "batch size, max_iters, ...) come from the command line. A model file (a llama2.c .bin "
+                          "or a Hugging Face directory, docs/exchange.md): a new run from its shape and weights; the "
+                          "data tokenizer must have its vocabulary size")
   # data
-  data: str = "synthetic"              # prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated
-  tokenizer: str = "char"              # a tokenizer file, or 'char'/'bpe' to fit one on the data on the fly
-  batch_size: int = 64                 # micro-batch size when gradient_accumulation_steps > 1
-  max_seq_len: int = 128
-  vocab_source: str = "custom"         # only 'custom': Meta's Llama 2 tokenizer cannot be fetched here
-  vocab_size: int = 0                  # 0: the tokenizer's; otherwise it must agree with the tokenizer
+  data: str = option("synthetic", "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated")
+  tokenizer: str = option("char", "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly")
+  batch_size: int = option(64, "sequences per micro-batch (an iteration is gradient_accumulation_steps micro-batches)")
+  max_seq_len: int = option(SEED_MODEL["max_seq_len"], "tokens per sequence: the model's context length")
+  vocab_source: str = option("custom", "only 'custom' is accepted: a tokenizer fitted here (llama2.c's 'llama2', "
+                             "Meta's tokenizer, cannot be downloaded by this project)")
+  vocab_size: int = option(0, "0: the tokenizer's size; otherwise it must agree with the tokenizer (--tokenizer=bpe "
+                           "fits one of this size)")
   # model (the seed's; ModelArgs names)
-  dim: int = 128
-  n_layers: int = 4
-  n_heads: int = 16
-  n_kv_heads: int = 16
-  multiple_of: int = 1
-  dropout: float = 0.15
-  ffn_bias: bool = True
-  unembedding: str = "pinv"            # pinv | tied | untied
+  dim: int = option(SEED_MODEL["dim"], "model width: the embedding and residual stream size")
+  n_layers: int = option(SEED_MODEL["n_layers"], "transformer blocks")
+  n_heads: int = option(SEED_MODEL["n_heads"], "attention heads; dim/n_heads (the head size) must be even, for RoPE")
+  n_kv_heads: int = option(SEED_MODEL["n_kv_heads"], "key/value heads (grouped-query attention when fewer than "
+                           "n_heads); n_heads must be a multiple of it")
+  multiple_of: int = option(SEED_MODEL["multiple_of"], "the FFN hidden size, 2/3 of 4*dim, is rounded up to a multiple "
+                            "of this")
+  dropout: float = option(SEED_MODEL["dropout"], "dropout probability (embeddings, attention, residual branches), in "
+                          "training only")
+  ffn_bias: bool = option(SEED_MODEL["ffn_bias"], "a bias on the SwiGLU gate w1 (the seed's; stock llama2.c has none)")
+  unembedding: str = option(SEED_MODEL["unembedding"], "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | "
+                            "untied")
   # adamw optimizer
-  gradient_accumulation_steps: int = 1
-  learning_rate: float = 3e-4
-  max_iters: int = 100000
-  weight_decay: float = 0.1
-  beta1: float = 0.9
-  beta2: float = 0.99
-  grad_clip: float = 1.0               # clip gradients at this global norm; 0 disables
+  gradient_accumulation_steps: int = option(1, "micro-batches whose mean gradient makes one optimizer step")
+  learning_rate: float = option(3e-4, "peak learning rate, reached after warmup_iters")
+  max_iters: int = option(100000, "the last iteration (iterations run from 0 to max_iters, as llama2.c)")
+  weight_decay: float = option(0.1, "AdamW weight decay of the 2+-dim tensors (not of biases and norm weights)")
+  beta1: float = option(0.9, "AdamW's decay of the gradient's running mean")
+  beta2: float = option(0.99, "AdamW's decay of the squared gradient's running mean")
+  grad_clip: float = option(1.0, "clip gradients at this global norm; 0 disables")
   # learning rate schedule
-  decay_lr: bool = True
-  warmup_iters: int = 2500
-  lr_decay_iters: int = 0              # 0: max_iters
-  min_lr: float = 0.0
+  decay_lr: bool = option(True, "linear warmup, then cosine decay to min_lr (False: learning_rate throughout)")
+  warmup_iters: int = option(2500, "iterations of linear warmup from 0 to learning_rate")
+  lr_decay_iters: int = option(0, "iteration at which the cosine decay reaches min_lr; 0: max_iters")
+  min_lr: float = option(0.0, "learning rate at the end of the decay and after it")
   # system
-  device: str = "cpu"                  # cpu | cuda | metal | amd (tinygrad devices)
-  dtype: str = "float32"               # float32 | bfloat16 | float16
-  compile: bool = True                 # TinyJit-compiled steps; False runs eagerly (same numbers, slower)
-  seed: int = 1337                     # model init and dropout
-  peak_flops: float = 0.0              # for mfu; 0: 3e11 on cpu (this project's reference CPU), 312e12 elsewhere (A100 bf16)
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  dtype: str = option("float32", "float32 | bfloat16 | float16: as llama2.c, the CPU trains in float32 whatever it "
+                      "says; other devices take float32 only, for now")
+  compile: bool = option(True, "TinyJit-compiled steps (False runs eagerly: same numbers, slower)")
+  seed: int = option(1337, "seed of the model's init and of the dropout masks (a resume restores the checkpoint's RNG)")
+  peak_flops: float = option(0.0, "peak FLOP/s for mfu; 0: 3e11 on cpu, 312e12 (A100 bf16, as llama2.c) elsewhere")
 
 def validate(cfg: TrainConfig) -> None:
   from tinystory.exchange import is_model_file
-  def need(ok, msg):
-    if not ok: raise UserError(msg)
-  for k in ("eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps"):
-    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  need_positive(cfg, "eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps")
   for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
     need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
   for k in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
@@ -271,7 +284,6 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   finally: stop_logging_to(handler)
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted) -> dict:
-  from tinygrad import Tensor
   from tinystory.model import ModelArgs, Transformer
   from tinystory.tokenizer import load_tokenizer
   from tinystory.pinv import check_full_rank
