@@ -176,8 +176,25 @@ def test_llama2c_refuses_what_run_c_cannot_run(runs, tmp_path):
   res = CliRunner().invoke(cli, ["export-model", str(runs["bias"]), "--format", "llama2c", "--out", str(tmp_path / "x")])
   assert res.exit_code == 1 and "--ffn_bias=False" in res.output and len(res.output.strip().splitlines()) == 1
   assert not (tmp_path / "x" / "model.bin").exists()
+  odd = make_run(tmp_path / "odd", fit_tokenizer(STORIES, "char"), ffn_bias=False, hidden_dim=21)  # dim 16: groups of 1
+  with pytest.raises(UserError, match="groups of 1"): export_model(str(odd), "llama2c-q8", str(tmp_path / "z"))
   char = fit_tokenizer(["abc"], "char")  # no ' ' for run.c's dummy prefix
   with pytest.raises(UserError, match="dummy prefix"): export_model(str(make_run(tmp_path / "r", char, ffn_bias=False)), "llama2c", str(tmp_path / "y"))
+
+def test_version_1_files_are_read(runs, tmp_path):
+  """export.py's version 1 (float32, 256-byte header, norms first), written here from its layout."""
+  export_model(str(runs["bpe", "untied"]), "llama2c", str(tmp_path))
+  head, w = read_bin(tmp_path / "model.bin")
+  d, hid, L, H, KV, V, T = head["cfg"]
+  order = ([f"layers.{i}.attention_norm.weight" for i in range(L)] + [f"layers.{i}.ffn_norm.weight" for i in range(L)] +
+           ["norm.weight", "tok_embeddings.weight"] +
+           [f"layers.{i}.{n}.weight" for n in ("attention.wq", "attention.wk", "attention.wv", "attention.wo",
+                                                "feed_forward.w1", "feed_forward.w2", "feed_forward.w3") for i in range(L)] + ["output.weight"])
+  raw = struct.pack("<Ii7iB", 0x616B3432, 1, d, hid, L, H, KV, abs(V), T, 0).ljust(256, b"\0")
+  (tmp_path / "v1.bin").write_bytes(raw + b"".join(w[n].astype("<f4").tobytes() for n in order))
+  cfg, weights, version = read_model_bin(tmp_path / "v1.bin")
+  assert version == 1 and not cfg["shared_classifier"] and set(weights) == set(order)
+  for n in order: np.testing.assert_array_equal(weights[n], w[n].astype(np.float32))
 
 # *** coming in: run.c's encoder, and sampling from a .bin ***
 
