@@ -29,9 +29,9 @@ def export_model(run: str, fmt: str, out: str) -> list[Path]:
   tok = load_tokenizer(tok_path)
   out_dir = Path(out)
   if out_dir.exists() and not out_dir.is_dir(): raise UserError(f"--out {out} is a file: give a directory")
-  if fmt != "hf" and model.args.ffn_bias:  # before the pseudo-inverse is computed
-    from tinystory.llama2c import write_llama2c
-    write_llama2c({}, model.args, tok, out_dir, FORMATS[fmt])
+  if fmt != "hf":  # refused before the pseudo-inverse is computed and anything is written
+    from tinystory.llama2c import check_exportable
+    check_exportable(model.args, tok, FORMATS[fmt])
   weights = unembedding_weights(model)
   try: out_dir.mkdir(parents=True, exist_ok=True)
   except OSError as e: raise UserError(f"cannot create --out {out}: {e.strerror}") from None

@@ -64,9 +64,8 @@ def read_model_bin(path) -> tuple[dict, dict[str, np.ndarray], int]:
   if ints(0, 1, "I")[0] == MAGIC:
     version = ints(4, 1)[0]
     if version not in (1, 2): raise UserError(f"{path}: llama2.c model version {version} is not supported (0, 1 or 2)")
-    c = dict(zip(CONFIG, ints(8, 7)))
-    shared, group = bool(raw[36]) if size > 36 else False, ints(37, 1)[0] if version == 2 else 0
     if size < HEADER_BYTES: raise UserError(f"{path}: truncated header ({size} bytes, expected {HEADER_BYTES})")
+    c, shared, group = dict(zip(CONFIG, ints(8, 7))), bool(raw[36]), ints(37, 1)[0] if version == 2 else 0
     offset = HEADER_BYTES
   else:
     version, c, offset, group = 0, dict(zip(CONFIG, ints(0, 7))), 28, 0
@@ -254,22 +253,26 @@ class RunCTokenizer:
 
 # *** export ***
 
+def check_exportable(a, tok, version: int) -> None:
+  """UserError for a model or tokenizer that run.c (version 0) or runq.c (version 2) cannot run as it is."""
+  if a.ffn_bias:
+    raise UserError("the model has a bias on w1 (ffn_bias) and llama2.c's run.c has none: train with --ffn_bias=False "
+                    "to export it for run.c (or use --format hf)")
+  if version == 2 and q8_group_size(a.dim, a.hidden_size) == 1:
+    raise UserError(f"dim={a.dim} and FFN hidden size {a.hidden_size} have no common power-of-two factor: Q8_0 groups "
+                    "of 1 would be larger than float32 (use --format llama2c, or train with e.g. --multiple_of=32)")
+  tokenizer_pieces(tok)
+
 def write_llama2c(weights: dict[str, np.ndarray], a, tok, out: Path, version: int) -> list[Path]:
   """model.bin (version 0 for run.c, 2 for runq.c) and tokenizer.bin in `out`, from the project's weights (logical
   shapes; output.weight = the unembedding, absent when it is the embedding itself)."""
   from tinystory.model import rope_tables
   from tinystory.log import log
-  if a.ffn_bias:
-    raise UserError("the model has a bias on w1 (ffn_bias) and llama2.c's run.c has none: train with --ffn_bias=False "
-                    "to export it for run.c (or use --format hf)")
+  check_exportable(a, tok, version)
   c = {"dim": a.dim, "hidden_dim": a.hidden_size, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.kv_heads,
        "vocab_size": a.vocab_size, "seq_len": a.max_seq_len}
   if version == 0: weights = {**weights, **dict(zip(("freqs_cos", "freqs_sin"), rope_tables(a.head_dim, a.max_seq_len)))}
-  elif (group := q8_group_size(a.dim, a.hidden_size)) == 1:
-    raise UserError(f"dim={a.dim} and FFN hidden size {a.hidden_size} have no common power-of-two factor: Q8_0 groups "
-                    "of 1 would be larger than float32 (use --format llama2c, or train with e.g. --multiple_of=32)")
-  else: log(f"Q8_0 group size {group}")
-  tok_bin = tokenizer_bin(tok)  # refuses tokenizers run.c cannot use, before anything is written
+  else: log(f"Q8_0 group size {q8_group_size(a.dim, a.hidden_size)}")
   write_atomic(out / "model.bin", model_bin(weights, c, version))
-  write_atomic(out / "tokenizer.bin", tok_bin)
+  write_atomic(out / "tokenizer.bin", tokenizer_bin(tok))
   return [out / "model.bin", out / "tokenizer.bin"]
