@@ -280,6 +280,18 @@ def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **samp
                     "have no effect; drop them or drop --no-sample")
   log(f"wrote {run_export(run_dir, out, do_sample, sample_options, overrides, head, tail, list(windows), prompt, write_stdout)}")
 
+@cli.command("export-model")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["hf", "llama2c", "llama2c-q8"]), required=True,
+              help="hf: a transformers LlamaForCausalLM directory with tokenizer.json; llama2c: run.c's model.bin "
+                   "(version 0) and tokenizer.bin; llama2c-q8: runq.c's Q8_0 model.bin (version 2) and tokenizer.bin.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files into.")
+def export_model(run, fmt, out):
+  """Export the model of RUN (run dir, checkpoint dir, or run name) for Hugging Face or llama2.c (docs/exchange.md)."""
+  from tinystory.exchange import export_model as run_export
+  from tinystory.log import log
+  for path in run_export(run, fmt, out): log(f"wrote {path}")
+
 @cli.command()
 @click.argument("run_dir")
 @click.option("--out", type=click.Path(dir_okay=False), help="PNG file to write; default: RUN_DIR/loss.png.")

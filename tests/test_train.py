@@ -60,7 +60,7 @@ def test_bad_options_one_line(args, msg):
   assert p.returncode == 2 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
 
 @pytest.mark.parametrize("args, msg", [
-  (["--init_from=nope"], "--init_from must be 'scratch' or 'resume', got 'nope'"),
+  (["--init_from=nope"], "--init_from must be 'scratch', 'resume' or a model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md), got 'nope'"),
   (["--batch_size=0"], "--batch_size must be a positive integer, got 0"),
   (["--beta2=1.5"], "--beta2 must be in [0, 1), got 1.5"),
   (["--vocab_source=llama2"], "--vocab_source='llama2' is not available"),

@@ -29,15 +29,16 @@ from tinystory.replay import ReplayJit, host_view, read, upload
 @dataclass
 class SampleConfig:
   """llama2.c's sample.py options, in its order, and its defaults; `--help` shows each field's help."""
-  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest "
-                           "under runs/")
+  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; or a llama2.c .bin "
+                           "or a Hugging Face directory (docs/exchange.md); default: the newest under runs/")
   start: str = option("", "prompt text, or FILE:path; '' starts from BOS alone")
   num_samples: int = option(1, "samples to draw, one after another, each from the prompt")
   max_new_tokens: int = option(100, "tokens generated per sample")
   temperature: float = option(1.0, "divides the logits before the softmax: lower is more predictable; 0: greedy (argmax)")
   top_k: int = option(300, "keep the k most likely tokens")
   top_p: float = option(1.0, "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off")
-  tokenizer: str = option("", "tokenizer file; default: the run's tokenizer.tok")
+  tokenizer: str = option("", "tokenizer file (.tok, or a llama2.c tokenizer.bin); default: the run's tokenizer.tok, "
+                          "tokenizer.bin beside a .bin, a Hugging Face directory's tokenizer.json")
   seed: int = option(1337, "seed of the draws (numpy): the same seed and options give the same text")
   device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
   compile: bool = option(True, "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)")
@@ -174,10 +175,13 @@ def load_model(ck: Path):
   return model, meta
 
 def load_for_inference(checkpoint: str, tokenizer: str = ""):
-  """(model, tokenizer, checkpoint dir) for sample and eval: `checkpoint` as resolve_checkpoint takes it, `tokenizer` a
-  tokenizer file or "" for the one saved with the run. The one place that inference loads a model."""
+  """(model, tokenizer, where it came from) for sample and eval: `checkpoint` is a llama2.c .bin or an exported Hugging
+  Face directory (exchange.load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
+  tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
   from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.exchange import is_model_file, load_model_file
   from tinystory.tokenizer import load_tokenizer
+  if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
   ck = resolve_checkpoint(checkpoint)
   model, meta = load_model(ck)
   run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck

@@ -29,7 +29,9 @@ class TrainConfig:
                           "the checkpoint's model shape (dim, n_layers, n_heads, n_kv_heads, multiple_of, vocab, "
                           "ffn_bias, unembedding), data, tokenizer, step, optimizer state, data position and RNG: those "
                           "options and --seed are ignored; dropout and every other option (learning rate, schedule, "
-                          "batch size, max_iters, ...) come from the command line")
+                          "batch size, max_iters, ...) come from the command line. A model file (a llama2.c .bin "
+                          "or a Hugging Face directory, docs/exchange.md): a new run from its shape and weights; the "
+                          "data tokenizer must have its vocabulary size")
   # wandb logging (llama2.c's)
   wandb_log: bool = option(False, "log llama2.c's series (iter, tokens, loss/train, loss/val, lr, mfu) to Weights & "
                            "Biases at each eval; needs the wandb package (pip install wandb); WANDB_MODE=offline works "
@@ -83,13 +85,15 @@ class TrainConfig:
   peak_flops: float = option(0.0, "peak FLOP/s for mfu; 0: 3e11 on cpu, 312e12 (A100 bf16, as llama2.c) elsewhere")
 
 def validate(cfg: TrainConfig) -> None:
+  from tinystory.exchange import is_model_file
   need_positive(cfg, "eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps")
   for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
     need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
   for k in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
     need(getattr(cfg, k) >= 0 and math.isfinite(getattr(cfg, k)), f"--{k} must be a finite number >= 0, got {getattr(cfg, k)}")
   for k in ("beta1", "beta2"): need(0 <= getattr(cfg, k) < 1, f"--{k} must be in [0, 1), got {getattr(cfg, k)}")
-  need(cfg.init_from in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+  need(cfg.init_from in ("scratch", "resume") or is_model_file(cfg.init_from), f"--init_from must be 'scratch', 'resume' or "
+       f"a model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md), got {cfg.init_from!r}")
   need(cfg.vocab_source == "custom", f"--vocab_source={cfg.vocab_source!r} is not available: only 'custom' (a tokenizer "
        "fitted with `tokenizer fit` or on the fly); Meta's Llama 2 tokenizer cannot be downloaded by this project")
   need(cfg.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
@@ -303,7 +307,7 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   validate(cfg)
   wandb = import_wandb() if cfg.wandb_log else None  # before anything is written
   rdir = run_dir(cfg.out_dir)
-  if cfg.init_from == "scratch" and (rdir / CKPT).exists():
+  if cfg.init_from != "resume" and (rdir / CKPT).exists():
     raise UserError(f"{rdir} already holds a checkpoint: pass --init_from=resume to continue it, or another --out_dir")
   rdir.mkdir(parents=True, exist_ok=True)
   handler = log_to_file(rdir / "train.log")
@@ -346,7 +350,16 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
                     vocab_size=tok.vocab_size, multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len,
                     dropout=cfg.dropout, ffn_bias=cfg.ffn_bias, unembedding=cfg.unembedding)
   iter_num, best_val_loss, data_state = 0, 1e9, None
-  if ck_meta is None:
+  if ck_meta is None and cfg.init_from != "scratch":
+    from tinystory.exchange import load_model_file
+    log(f"Initializing from {cfg.init_from}")
+    # the shape of the model comes from the file (its vocabulary must be the data tokenizer's), dropout from the options
+    src, _ = load_model_file(cfg.init_from, rdir / "tokenizer.tok")
+    model_args = {**dataclasses.asdict(src.args), "dropout": cfg.dropout}
+    model = Transformer(ModelArgs(**model_args), seed=cfg.seed)
+    model.load_state_dict(model_weights(src))
+    set_rng_state({"seed": cfg.seed, "counter": None}, device)
+  elif ck_meta is None:
     log("Initializing a new model from scratch")
     model = Transformer(ModelArgs(**model_args), seed=cfg.seed)
     set_rng_state({"seed": cfg.seed, "counter": None}, device)
@@ -406,7 +419,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       losses = estimate_loss()
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
-      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
+      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if model.args.unembedding == "pinv" else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
       if wandb:  # llama2.c's series, and its handling of a failure
