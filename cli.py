@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """tinystory's command line: parses options and calls the package (`python cli.py --help`)."""
 import sys
+from dataclasses import fields
 import click
 from tinystory import UserError
 from tinystory.log import log_to_console
+from tinystory.evaluate import EvalConfig
+from tinystory.sample import SampleConfig
+from tinystory.train import TrainConfig
 
 class Group(click.Group):
   """A click group that turns a UserError from the package into a one-line `Error: ...` and exit status 1."""
@@ -21,6 +25,47 @@ def cli():
   """Train tiny LLaMA-style story models from scratch on a CPU, sample from them, and export the run."""
   log_to_console()
 
+# ---- helpers of the commands below ----
+
+def progress_bar(stack, label: str, file=None):
+  """A `progress(done, total)` callback that draws a click progress bar (on `file`, default stdout), opened on the
+  first call (when the total is known) and closed with `stack`. An unknown total (None) draws a bar with no length."""
+  bars = []
+  def progress(done, total):
+    if not bars: bars.append(stack.enter_context(click.progressbar(length=total, label=label, file=file)))
+    bars[0].update(done - bars[0].pos)
+  return progress
+
+def llama2c_options(config_fields):
+  """One click option per config dataclass field, its help the field's (tinystory.option), spelled both `--batch_size`
+  and `--batch-size` (llama2.c's configurator takes the former, `--batch_size=64`); booleans take a value
+  (`--compile=False`). The options given on the command line are collected in ctx.meta['overrides'] in the order they
+  were typed (click processes parameters in invocation order)."""
+  def remember(ctx, param, value):
+    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
+      ctx.meta.setdefault("overrides", []).append((param.name, value))
+    return value
+  def decorate(f):
+    for fd in reversed(config_fields):
+      names = [f"--{fd.name}"] + ([f"--{fd.name.replace('_', '-')}"] if "_" in fd.name else [])
+      ptype = click.BOOL if fd.type is bool else fd.type
+      f = click.option(*names, fd.name, type=ptype, default=fd.default, show_default=True, help=fd.metadata["help"],
+                       callback=remember)(f)
+    return f
+  return decorate
+
+data_sources = click.option("--data", "sources", multiple=True, required=True,
+                            help="Story file, directory, glob, or 'synthetic[:N]'; repeat for several.")
+encoding_errors = click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
+                               show_default=True, help="What to do with bytes that are not UTF-8 in the data.")
+def tokenizer_file(name: str):
+  return click.option("--tokenizer", name, type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+
+def write_stdout(text: str) -> None:
+  """Streamed output (sampled text): written at once, not when the line or the buffer is full."""
+  sys.stdout.write(text)
+  sys.stdout.flush()
+
 # ---- tokenizer ----
 
 SAMPLE_SENTENCE = "Once upon a time, there was a little girl named Lily. She loved to play outside in the sunshine."
@@ -30,15 +75,13 @@ def tokenizer():
   """Fit a char or byte-level BPE tokenizer (.tok file), inspect it, encode and decode with it."""
 
 @tokenizer.command("fit")
-@click.option("--data", "sources", multiple=True, required=True,
-              help="Story file, directory, glob, or 'synthetic[:N]'; repeat for several.")
+@data_sources
 @click.option("--kind", type=click.Choice(["char", "bpe"]), required=True,
               help="char: one token per character; bpe: byte-level BPE.")
 @click.option("--vocab-size", type=int, help="Tokens including <unk>, <s>, </s>. char: default every distinct "
               "character; bpe: required, at least 259 (3 specials + 256 bytes + merges). At most 65535.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Tokenizer file to write (.tok).")
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
-              help="What to do with bytes that are not UTF-8 in the data.")
+@encoding_errors
 def tokenizer_fit(sources, kind, vocab_size, out, encoding_errors):
   """Learn a tokenizer from the stories in --data and write it to --out."""
   import contextlib, time
@@ -53,7 +96,7 @@ def tokenizer_fit(sources, kind, vocab_size, out, encoding_errors):
   t0 = time.perf_counter()
   with contextlib.ExitStack() as stack:
     tok = fit_tokenizer(counted(iter_stories(list(sources), errors=encoding_errors)), kind, vocab_size,
-                        progress=_progress_bar(stack, "bpe merges"))  # _progress_bar: see the data section
+                        progress=progress_bar(stack, "bpe merges"))
   tok.save(out)
   log(f"{kind} tokenizer: {tok.vocab_size} tokens from {seen['stories']:,} stories ({seen['chars']:,} chars) "
       f"in {time.perf_counter() - t0:.1f}s -> {out} (sha256 {tok.sha256[:16]})")
@@ -84,7 +127,7 @@ def tokenizer_info(file, text, text_file):
   click.echo(f"chars_per_token: {len(text) / len(ids):.3f} ({len(text):,} chars, {len(ids):,} tokens of {on})")
 
 @tokenizer.command("encode")
-@click.option("--tokenizer", "file", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@tokenizer_file("file")
 @click.option("--bos", is_flag=True, help="Put the BOS id <s> first.")
 @click.argument("text", required=False)
 def tokenizer_encode(file, bos, text):
@@ -94,7 +137,7 @@ def tokenizer_encode(file, bos, text):
   click.echo(" ".join(map(str, tok.encode(sys.stdin.read() if text is None else text, bos=bos))))
 
 @tokenizer.command("decode")
-@click.option("--tokenizer", "file", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@tokenizer_file("file")
 @click.argument("ids", nargs=-1)
 def tokenizer_decode(file, ids):
   """Print the text of token IDS (or of the space-separated ids on stdin) and a newline."""
@@ -111,15 +154,6 @@ def tokenizer_decode(file, ids):
 def data():
   """Download TinyStories and pretokenize stories into shards for training."""
 
-def _progress_bar(stack, label: str):
-  """A `progress(done, total)` callback that draws a click progress bar, opened on the first call (when the total is
-  known) and closed with `stack`. An unknown total (None) draws a bar with no length."""
-  bars = []
-  def progress(done, total):
-    if not bars: bars.append(stack.enter_context(click.progressbar(length=total, label=label)))
-    bars[0].update(done - bars[0].pos)
-  return progress
-
 @data.command("download")
 @click.option("--cache-dir", envvar="TINYSTORY_DATA", default="data", show_default=True, show_envvar=True,
               type=click.Path(file_okay=False), help="Where the archive is saved and unpacked.")
@@ -127,19 +161,17 @@ def data_download(cache_dir):
   """Fetch TinyStories_all_data.tar.gz from the Hugging Face hub (resuming a partial download) and unpack it."""
   import contextlib
   from tinystory.data import download
-  with contextlib.ExitStack() as stack: download(cache_dir, progress=_progress_bar(stack, "downloading"))
+  with contextlib.ExitStack() as stack: download(cache_dir, progress=progress_bar(stack, "downloading"))
 
 @data.command("prepare")
-@click.option("--data", "sources", multiple=True, required=True,
-              help="Story file, directory, glob, or 'synthetic[:N]'; repeat for several.")
-@click.option("--tokenizer", type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+@data_sources
+@tokenizer_file("tokenizer")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory for the shards and meta.json.")
 @click.option("--val-fraction", type=float, default=0.02, show_default=True,
               help="Share of the stories (the first ones, at least one) in the validation shard, shard_0000.bin.")
 @click.option("--shard-tokens", type=int, default=1 << 24, show_default=True,
               help="A new train shard is begun once one holds this many tokens.")
-@click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict", show_default=True,
-              help="What to do with bytes that are not UTF-8 in the data.")
+@encoding_errors
 def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_errors):
   """Encode every story (BOS first, no EOS, as llama2.c) into uint16 shards; shard 0 is the validation split.
   Re-running with the same data, tokenizer and options reuses the shards."""
@@ -149,7 +181,7 @@ def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_e
   t0 = time.perf_counter()
   with contextlib.ExitStack() as stack:
     prepare(list(sources), tokenizer, out, val_fraction, shard_tokens, encoding_errors,
-            progress=_progress_bar(stack, "encoding stories"))
+            progress=progress_bar(stack, "encoding stories"))
   log(f"data prepare took {time.perf_counter() - t0:.1f}s")
 
 # ---- bench ----
@@ -169,7 +201,7 @@ def _config_pair(ctx, param, values):
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, writable=True), help="also write the results as JSON here")
 @click.option("--config", "overrides", multiple=True, callback=_config_pair, metavar="NAME=VALUE",
               help="ModelArgs override of the seed config (repeatable), e.g. --config dim=256")
-@click.option("--batch-size", "--batch_size", default=64, show_default=True)
+@click.option("--batch-size", "--batch_size", default=64, show_default=True, help="sequences per training step")
 @click.option("--steps", default=5, show_default=True, help="timed training steps, after 3 warm-up (compile, capture, replay) steps")
 @click.option("--new-tokens", "--new_tokens", default=500, show_default=True, help="sampled tokens to time")
 @click.option("--against", type=click.Choice(["torch"]), multiple=True, help="also measure PyTorch (pip install '.[bench]')")
@@ -182,67 +214,18 @@ def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, ke
 
 # ---- train ----
 
-def llama2c_options(fields, helps: dict[str, str]):
-  """One click option per config field, spelled both `--batch_size` and `--batch-size` (llama2.c's configurator takes
-  the former, `--batch_size=64`); booleans take a value (`--compile=False`). The options given on the command line are
-  collected in ctx.meta['overrides'] in the order they were typed (click processes parameters in invocation order)."""
-  def remember(ctx, param, value):
-    if ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE:
-      ctx.meta.setdefault("overrides", []).append((param.name, value))
-    return value
-  def decorate(f):
-    for fd in reversed(fields):
-      names = [f"--{fd.name}"] + ([f"--{fd.name.replace('_', '-')}"] if "_" in fd.name else [])
-      ptype = click.BOOL if fd.type in (bool, "bool") else {"int": int, "float": float}.get(fd.type, fd.type if isinstance(fd.type, type) else str)
-      f = click.option(*names, fd.name, type=ptype, default=fd.default, show_default=True, help=helps.get(fd.name),
-                       callback=remember, expose_value=True)(f)
-    return f
-  return decorate
-
-def config_fields(module: str, name: str):
-  """The fields of a config dataclass of the package (imported here, when the CLI module loads)."""
-  import dataclasses, importlib
-  return dataclasses.fields(getattr(importlib.import_module(module), name))
-
-TRAIN_HELP = {
-  "out_dir": "run directory, relative to runs/ unless absolute",
-  "data": "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated",
-  "tokenizer": "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly",
-  "vocab_size": "0: the tokenizer's size; otherwise it must agree with the tokenizer",
-  "init_from": "'scratch' or 'resume' (continues exactly from <out_dir>/ckpt)",
-  "unembedding": "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | untied",
-  "lr_decay_iters": "0: max_iters",
-  "device": "cpu, or a tinygrad device: cuda, metal, amd",
-  "compile": "TinyJit-compiled steps (False runs eagerly: same numbers, slower)",
-  "peak_flops": "peak FLOP/s for mfu; 0: 3e11 on cpu, 312e12 (A100 bf16, as llama2.c) elsewhere",
-}
-
 @cli.command(context_settings={"max_content_width": 120})
-@llama2c_options(config_fields("tinystory.train", "TrainConfig"), TRAIN_HELP)
+@llama2c_options(fields(TrainConfig))
 @click.pass_context
 def train(ctx, **options):
   """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's)."""
-  from tinystory.train import TrainConfig, train as run_training
+  from tinystory.train import train as run_training
   run_training(TrainConfig(**options), overrides=ctx.meta.get("overrides", []), argv=ctx.obj["argv"])
 
 # ---- sample ----
-# (after the train section: its options are made by llama2c_options, defined there)
-
-SAMPLE_HELP = {
-  "checkpoint": "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; default: the newest under runs/",
-  "start": "prompt text, or FILE:path; '' starts from BOS alone",
-  "temperature": "0: greedy (argmax)",
-  "top_k": "keep the k most likely tokens",
-  "top_p": "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off",
-  "tokenizer": "tokenizer file; default: the run's tokenizer.tok",
-  "device": "cpu, or a tinygrad device: cuda, metal, amd",
-  "compile": "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)",
-  "slide": "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
-           "recomputed for every token); s > 1 recomputes once per s tokens (faster; not llama2.c's output)",
-}
 
 @cli.command(context_settings={"max_content_width": 120})
-@llama2c_options(config_fields("tinystory.sample", "SampleConfig"), SAMPLE_HELP)
+@llama2c_options(fields(SampleConfig))
 @click.option("--preamble/--no-preamble", default=True, show_default=True,
               help="Print the Overriding lines, ModelArgs and state-dict shapes before the text.")
 @click.pass_context
@@ -250,14 +233,26 @@ def sample(ctx, preamble, **options):
   """Sample from a checkpoint (llama2.c's sample.py options), streaming the text as it is generated.
 
   A generated BOS starts a new story: it shows as a blank line. Each sample ends with a line of dashes."""
-  from tinystory.sample import SampleConfig, sample as run_sampling
-  def write(text: str):
-    sys.stdout.write(text)
-    sys.stdout.flush()
-  run_sampling(SampleConfig(**options), overrides=ctx.meta.get("overrides", []), write=write, preamble=preamble)
+  from tinystory.sample import sample as run_sampling
+  run_sampling(SampleConfig(**options), overrides=ctx.meta.get("overrides", []), write=write_stdout, preamble=preamble)
+
+# ---- eval ----
+
+@cli.command("eval", context_settings={"max_content_width": 120})
+@llama2c_options(fields(EvalConfig))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object (notes and the progress bar "
+              "go to stderr).")
+def eval_command(as_json, **options):
+  """Measure a model on a text: loss in nats per token, bits per token, bits per character and bits per UTF-8 byte,
+  over windows of max_seq_len+1 tokens that cover the text (what is counted: docs/exchange.md). Bits per character
+  compare models with different tokenizers; nats per token do not."""
+  import contextlib, json
+  from tinystory.evaluate import run_eval
+  if as_json: log_to_console(sys.stderr)
+  with contextlib.ExitStack() as stack: res = run_eval(EvalConfig(**options), progress_bar(stack, "evaluating", sys.stderr))
+  if as_json: click.echo(json.dumps(res))
 
 # ---- export ----
-# (after the sample section: export-log takes sample's options, made by llama2c_options from the train section)
 
 @cli.command("export-log", context_settings={"max_content_width": 120})
 @click.argument("run_dir")
@@ -272,7 +267,7 @@ def sample(ctx, preamble, **options):
               "(e.g. 700-710,53100-53105); repeatable.")
 @click.option("--prompt", default="user@host tinystory %", show_default=True,
               help="Shell prompt shown before the commands (cosmetic); the Training section drops its user@host word.")
-@llama2c_options([f for f in config_fields("tinystory.sample", "SampleConfig") if f.name != "checkpoint"], SAMPLE_HELP)
+@llama2c_options([f for f in fields(SampleConfig) if f.name != "checkpoint"])
 @click.pass_context
 def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **sample_options):
   """Write the run record of RUN_DIR: the sampling command and its output, each training command and the run's log
@@ -283,10 +278,19 @@ def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **samp
   if not do_sample and overrides:
     raise UserError(f"--no-sample reuses RUN_DIR/sample.txt: sampling options ({', '.join('--' + k for k, _ in overrides)}) "
                     "have no effect; drop them or drop --no-sample")
-  def write(text: str):
-    sys.stdout.write(text)
-    sys.stdout.flush()
-  log(f"wrote {run_export(run_dir, out, do_sample, sample_options, overrides, head, tail, list(windows), prompt, write)}")
+  log(f"wrote {run_export(run_dir, out, do_sample, sample_options, overrides, head, tail, list(windows), prompt, write_stdout)}")
+
+@cli.command("export-model")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["hf", "llama2c", "llama2c-q8"]), required=True,
+              help="hf: a transformers LlamaForCausalLM directory with tokenizer.json; llama2c: run.c's model.bin "
+                   "(version 0) and tokenizer.bin; llama2c-q8: runq.c's Q8_0 model.bin (version 2) and tokenizer.bin.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write the files into.")
+def export_model(run, fmt, out):
+  """Export the model of RUN (run dir, checkpoint dir, or run name) for Hugging Face or llama2.c (docs/exchange.md)."""
+  from tinystory.exchange import export_model as run_export
+  from tinystory.log import log
+  for path in run_export(run, fmt, out): log(f"wrote {path}")
 
 @cli.command()
 @click.argument("run_dir")

@@ -7,10 +7,7 @@ import argparse, json, math, resource, statistics, time
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-# the seed run's model (llama2.c ModelArgs names); hidden_dim None -> 341 by llama2.c's rule
-SEED_CFG = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1,
-                norm_eps=1e-5, max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")
+from tinystory import SEED_MODEL  # the seed run's model, llama2.c's ModelArgs names
 
 def ffn_hidden_dim(cfg: dict) -> int:
   if cfg["hidden_dim"] is not None: return cfg["hidden_dim"]
@@ -112,7 +109,7 @@ def init_weights(m: nn.Module):
 
 def build(cfg: dict, seed: int = 1337) -> Transformer:
   torch.manual_seed(seed)
-  return Transformer({**SEED_CFG, **cfg})
+  return Transformer({**SEED_MODEL, **cfg})
 
 def adamw(model: nn.Module, lr=3e-4, betas=(0.9, 0.99), weight_decay=0.1) -> torch.optim.AdamW:
   """llama2.c's groups: decay every tensor of 2+ dims (matmuls, embedding), not biases or norm weights."""

@@ -1,7 +1,7 @@
 """The bench command: real workers on a tiny config, the JSON it writes, its table, and its errors."""
 import json, time
 import pytest
-from tinystory import UserError
+from tinystory import SEED_MODEL, UserError
 from tinystory import bench
 
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=16)
@@ -17,7 +17,7 @@ def test_tiny_bench_measures_training_and_sampling(tmp_path, logged):
   assert saved["train_tokens_per_s"] == pytest.approx(2 * 16 / saved["train_step_s"])
   assert 16 / wall < saved["sample_tokens_per_s"] and 24 / wall < saved["sample_slide_tokens_per_s"]
   assert 50 < saved["peak_rss_mb"] < 16_000  # tinygrad and numpy are loaded; a tiny model needs no more than that
-  assert saved["config"] == {**bench.SEED, **TINY} and saved["batch_size"] == 2
+  assert saved["config"] == {**SEED_MODEL, **TINY} and saved["batch_size"] == 2
   table = logged[logged.index(next(l for l in logged if l.strip().startswith("step s"))):]
   assert table[1].startswith("tinygrad") and len(table[1].split()) == 8  # name + 7 columns, '-' where not measured
   # the kernel table: the 3 slowest kernel names of a replayed step, slowest first, from a profile of all of them

@@ -4,7 +4,7 @@ import pytest
 from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
-from tinystory.data import (TINYSTORIES_URL, cache_dir, describe_sources, download, expand_sources, iter_stories, resolve_sources,
+from tinystory.data import (TINYSTORIES_URL, cache_dir, describe_sources, download, expand_sources, iter_stories,
                             sha256_file, sources_key)
 
 from tinystory.synthetic import synthetic_stories
@@ -64,8 +64,8 @@ def test_sources_mix_globs_files_and_synthetic_in_the_order_given(tmp_path):
   for name, text in [("x2.txt", "two"), ("x1.txt", "one"), ("y.txt", "why")]: (tmp_path / name).write_text(text)
   got = stories(tmp_path / "y.txt", tmp_path / "x*.txt", "synthetic:3")
   assert got == ["why", "one", "two", *synthetic_stories(3)]
-  assert resolve_sources([str(tmp_path / "y.txt"), str(tmp_path / "x*.txt"), "synthetic:3"]) == \
-         [tmp_path / "y.txt", tmp_path / "x1.txt", tmp_path / "x2.txt"]
+  assert expand_sources([str(tmp_path / "y.txt"), str(tmp_path / "x*.txt"), "synthetic:3"]) == \
+         [str(tmp_path / "y.txt"), str(tmp_path / "x1.txt"), str(tmp_path / "x2.txt"), "synthetic:3"]
   assert expand_sources([str(tmp_path / "x*.txt"), "synthetic"]) == [str(tmp_path / "x1.txt"), str(tmp_path / "x2.txt"),
                                                                     "synthetic:4000"]
 

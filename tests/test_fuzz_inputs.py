@@ -172,7 +172,7 @@ def test_fuzzed_ckpt_json(made, data):
     cfg = one_line_error_or(resumed_config, TrainConfig(init_from="resume", out_dir=str(run)), resume, given)
     if cfg is None: return
     cfg, changes = cfg
-    assert changes == [] and cfg.max_seq_len == resume.meta["model_args"]["max_seq_len"]
+    assert changes == []
     one_line_error_or(lambda: ModelArgs(**{**resume.meta["model_args"], "dropout": cfg.dropout}))
     ds = one_line_error_or(PretokDataset, resume.meta["shard_dir"], "train", cfg.batch_size, cfg.max_seq_len, 42, resume.meta["data_state"])
     if ds is not None: one_line_error_or(ds.next_batch)

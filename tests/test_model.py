@@ -3,10 +3,10 @@ per-head attention loop, np.linalg.pinv), plus llama2.c's names, counts, init an
 import math
 import numpy as np
 import pytest
-from tinygrad import Tensor, Context
+from tinygrad import Tensor, Context, UOp
 from tinygrad.nn.optim import AdamW
 from tinystory import UserError
-from tinystory.model import ModelArgs, Transformer
+from tinystory.model import KVCache, ModelArgs, Transformer, matvec
 
 SEED_ARGS = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, multiple_of=1, max_seq_len=128,
                  dropout=0.15)
@@ -59,19 +59,24 @@ def assert_close(got, ref, rtol=1e-4):
 
 # ---- forward ----
 
-@pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [
-  ("pinv", True, 4), ("pinv", False, 2), ("tied", True, 2), ("tied", False, 4), ("untied", True, 1), ("untied", False, 4)])
-def test_small_config_logits_match_numpy_reference(unembedding, ffn_bias, n_kv_heads):
+def small_model(unembedding: str, ffn_bias: bool, n_kv_heads: int) -> tuple[Transformer, dict]:
+  """A small model and its state dict; llama2.c zero-inits biases: they (and the norm gains) are randomised so that the
+  tests see them."""
   a = ModelArgs(**{**SMALL_ARGS, "n_kv_heads": n_kv_heads}, ffn_bias=ffn_bias, unembedding=unembedding)
   m = Transformer(a, seed=1)
-  # llama2.c zero-inits biases; randomise them (and the norm gains) so the test sees them
   rng = np.random.default_rng(2)
   sd = {n: v.numpy() + (rng.normal(0, 0.1, v.shape) if v.ndim == 1 else 0) for n, v in m.state_dict().items()}
   m.load_state_dict(sd)
-  tokens = random_tokens(a.vocab_size, 2, 11)
+  return m, sd
+
+@pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [
+  ("pinv", True, 4), ("pinv", False, 2), ("tied", True, 2), ("tied", False, 4), ("untied", True, 1), ("untied", False, 4)])
+def test_small_config_logits_match_numpy_reference(unembedding, ffn_bias, n_kv_heads):
+  m, sd = small_model(unembedding, ffn_bias, n_kv_heads)
+  tokens = random_tokens(37, 2, 11)
   logits = m(Tensor(tokens)).numpy()
   assert logits.shape == (2, 11, 37) and logits.dtype == np.float32
-  assert_close(logits, ref_logits(sd, a, tokens))
+  assert_close(logits, ref_logits(sd, m.args, tokens))
 
 @pytest.mark.parametrize("unembedding", ["pinv", "tied"])
 def test_seed_config_logits_match_numpy_reference(unembedding):
@@ -99,6 +104,34 @@ def test_dropout_only_under_training():
 def test_sequence_longer_than_max_seq_len_is_refused():
   with pytest.raises(UserError, match=r"^sequence of 17 tokens is longer than max_seq_len=16$"):
     Transformer(ModelArgs(**SMALL_ARGS), seed=0)(Tensor(random_tokens(37, 1, 17)))
+
+# ---- decoding with a KV cache ----
+
+@pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [("pinv", True, 4), ("tied", True, 2), ("untied", False, 1)])
+def test_cached_decoding_equals_the_full_forward(unembedding, ffn_bias, n_kv_heads):
+  """A prefill of 5 tokens, then one token at a time at a Variable position (as the compiled step runs), against the
+  full forward and the float64 reference."""
+  m, sd = small_model(unembedding, ffn_bias, n_kv_heads)
+  tokens, cache, P = random_tokens(37, 1, 16, seed=3), KVCache(m), 5
+  pos = UOp.variable("pos", 0, 15)
+  got = [m(Tensor(tokens[:, :P]), 0, cache).numpy()]
+  got += [m(Tensor(tokens[:, n:n + 1]), pos.bind(n), cache).numpy() for n in range(P, 16)]
+  got = np.concatenate(got, axis=1)
+  assert_close(got, m(Tensor(tokens)).numpy(), rtol=1e-5)
+  assert_close(got, ref_logits(sd, m.args, tokens))
+
+def test_decoding_steps_from_position_zero_with_int_positions():
+  m, sd = small_model("pinv", True, 2)
+  tokens, cache = random_tokens(37, 1, 7, seed=4), KVCache(m)
+  got = np.concatenate([m(Tensor(tokens[:, n:n + 1]), n, cache).numpy() for n in range(7)], axis=1)
+  assert_close(got, ref_logits(sd, m.args, tokens))
+
+@pytest.mark.parametrize("rows, out, inp", [(1, 24, 32), (3, 5, 16), (1, 7, 12)])  # 12: not a multiple of 8
+def test_matvec_is_x_times_w_transposed(rows, out, inp):
+  rng = np.random.default_rng(rows + out)
+  x, w = rng.standard_normal((rows, inp)).astype(np.float32), rng.standard_normal((out, inp)).astype(np.float32)
+  got = matvec(Tensor(x), Tensor(w)).numpy()
+  np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 # ---- gradients ----
 
@@ -174,13 +207,11 @@ def test_seed_config_state_dict_has_llama2c_names_and_logical_shapes_in_model_or
   assert list(untied)[-1] == "output.weight" and untied["output.weight"].shape == (361, 128)
   assert not any(n.endswith("bias") for n in untied)
 
-def test_seed_config_parameter_groups_and_counts():
+def test_seed_config_parameter_counts():
   m = Transformer(ModelArgs(**SEED_ARGS), seed=0)
   assert m.args.hidden_size == 341 and m.padded_hidden == 352 and m.padded_vocab == 368
   assert m.num_params() == ((29, 832_128), (13, 2_516))
-  decay, no_decay = m.param_groups()
-  assert len(decay) == 29 and len(no_decay) == 13 and len(m.parameters()) == 42
-  assert all(t.ndim == 2 for t in decay) and all(t.ndim == 1 for t in no_decay)
+  assert len(m.parameters()) == 42
   # the optimizer sees the padded tensors: vocab 361 -> 368, hidden 341 -> 352
   assert sum(t.numel() for t in m.parameters()) == 368 * 128 + 4 * (4 * 128 * 128 + 3 * 352 * 128 + 352 + 2 * 128) + 128
   assert Transformer(ModelArgs(**SEED_ARGS, unembedding="untied"), seed=0).num_params() == ((30, 878_336), (13, 2_516))

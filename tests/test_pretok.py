@@ -211,4 +211,14 @@ def test_a_split_too_small_for_one_window_is_an_error(shards):
          f"at least 2*max_seq_len = {2 * L}); prepare more data or a larger --val-fraction, or use a smaller max_seq_len",
          PretokDataset, shards, "val", 1, L)
   assert PretokDataset(shards, "val", 1, val // 2).next_batch()[0].shape == (1, val // 2)
-  raises("split 'test': expected 'train' or 'val'", PretokDataset, shards, "test", 1, 8)
+  raises("split 'test': expected one of train, val, all", PretokDataset, shards, "test", 1, 8)
+
+def test_the_all_split_serves_every_shard(shards):
+  meta = load_meta(shards)
+  ds = PretokDataset(shards, "all", 1, 8)
+  assert ds.shards == meta["shards"] and len(meta["shards"]) > 2
+  # an epoch is every window of every shard, once
+  seen = sorted(tuple(ds.next_batch()[0][0]) for _ in range(sum(ds.windows)))
+  every = [tuple(ids[i * 8:i * 8 + 8]) for s in meta["shards"] for ids in [np.fromfile(shards / s["file"], np.uint16)]
+           for i in range(s["tokens"] // 8 - 1)]
+  assert seen == sorted(every)

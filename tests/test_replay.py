@@ -29,6 +29,30 @@ def test_split_kernels_run_on_helper_threads_and_equal_the_jit(monkeypatch):
   assert replayed.replay is not None and any(replayed.replay.parallel)
   assert any(t.name.startswith("tinystory-kernel-") for t in threading.enumerate())
 
+def kernel_threads() -> int: return sum(t.name.startswith("tinystory-kernel-") for t in threading.enumerate())
+
+def test_the_helper_pool_grows_and_is_reused_without_leaking_threads():
+  before = kernel_threads()
+  pool = replay.helpers(before + 1)
+  assert kernel_threads() == before + 1
+  assert replay.helpers(before + 3) is pool and kernel_threads() == before + 3  # grown: the old threads serve on
+  assert replay.helpers(1) is pool and kernel_threads() == before + 3
+  ran = []
+  pool.run(lambda i: ran.append((i, threading.current_thread().name)), [(i,) for i in range(before + 4)])
+  assert sorted(i for i, _ in ran) == list(range(before + 4))
+  assert {name for _, name in ran} == {threading.current_thread().name} | {f"tinystory-kernel-{i}" for i in range(before + 3)}
+
+@needs_cores
+def test_tinystory_threads_0_keeps_every_part_on_the_calling_thread(monkeypatch):
+  monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)
+  monkeypatch.setenv("TINYSTORY_THREADS", "0")
+  monkeypatch.setattr(replay.Helpers, "run", lambda *a: pytest.fail("a kernel part was handed to a helper thread"))
+  x, w = Tensor.ones(256, 64).contiguous().realize(), Tensor.ones(64, 96).contiguous().realize()
+  replayed = ReplayJit(relu_rows, (x, w))
+  for _ in range(4): assert replayed().tolist() == [2 * 64 * 96] * 256
+  assert replayed.replay.helpers is None and not any(replayed.replay.parallel)
+  assert max(len(parts) for _, _, parts in replayed.replay.kernels) > 1  # split kernels, all run here
+
 def train_steps(n: int, replayed: bool) -> tuple[list[float], dict[str, np.ndarray]]:
   """n training iterations of a tiny model with dropout: the losses and the final weights."""
   Tensor.manual_seed(7)
@@ -77,3 +101,16 @@ def test_without_the_jit_every_call_runs_the_function():
       upload(x, host_view(x), np.full(4, i, np.float32))
       assert f().tolist() == [i + 1] * 4
   assert f.replay is None
+
+def test_another_tinygrad_runs_the_jit_and_says_so(monkeypatch, logged):
+  monkeypatch.setattr("importlib.metadata.version", lambda name: "0.15.0")
+  replay.tinygrad_is_pinned.cache_clear()
+  try:
+    x = Tensor.zeros(4).contiguous().realize()
+    f = ReplayJit(lambda x: (x + 1).realize(), (x,))
+    for i in range(4):
+      upload(x, host_view(x), np.full(4, i, np.float32))
+      assert f().tolist() == [i + 1] * 4
+    assert f.replay is None
+    assert logged == ["note: tinygrad 0.15.0 is not 0.14.0, whose internals replay.py reads: kernels run through TinyJit, on one core"]
+  finally: replay.tinygrad_is_pinned.cache_clear()

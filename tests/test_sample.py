@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
 from tinystory.model import ModelArgs, Transformer
-from tinystory.sample import CachedDecoder, TextStream, generate, matvec, sample_token, state_dict_lines, token_probs
+from tinystory.sample import CachedDecoder, TextStream, generate, sample_token, state_dict_lines, token_probs
 from tinystory.tokenizer import fit_tokenizer
 from tinystory.checkpoint import model_weights, save_checkpoint
 
@@ -167,14 +167,6 @@ def test_devices_without_shared_memory_upload_through_tinygrad(monkeypatch):
   tokens, cached, full = run_both(tiny_model(2), [1, 7], 12)
   assert tokens["cached"] == tokens["full"]
   np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)
-
-@pytest.mark.parametrize("rows, out, inp", [(1, 24, 32), (3, 5, 16), (1, 7, 12)])  # 12: not a multiple of 8
-def test_matvec_is_x_times_w_transposed(rows, out, inp):
-  from tinygrad import Tensor
-  rng = np.random.default_rng(rows + out)
-  x, w = rng.standard_normal((rows, inp)).astype(np.float32), rng.standard_normal((out, inp)).astype(np.float32)
-  got = matvec(Tensor(x), Tensor(w)).numpy()
-  np.testing.assert_allclose(got, x.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-5, atol=1e-5)
 
 def test_kernel_replay_gives_the_jits_logits_bit_for_bit(monkeypatch):
   monkeypatch.setattr("tinystory.replay.PARALLEL_MIN_S", 0.0)  # split kernels in parallel, the step's position with them

@@ -60,7 +60,7 @@ def test_bad_options_one_line(args, msg):
   assert p.returncode == 2 and p.stderr.count("\n") == 1 and msg in p.stderr, p.stderr
 
 @pytest.mark.parametrize("args, msg", [
-  (["--init_from=nope"], "--init_from must be 'scratch' or 'resume', got 'nope'"),
+  (["--init_from=nope"], "--init_from must be 'scratch', 'resume' or a model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md), got 'nope'"),
   (["--init_from=resume", "--overwrite=True"], "--overwrite=True starts a new run: it does not go with --init_from=resume"),
   (["--batch_size=0"], "--batch_size must be a positive integer, got 0"),
   (["--beta2=1.5"], "--beta2 must be in [0, 1), got 1.5"),
@@ -114,6 +114,18 @@ def numpy_adamw(p, g, m, v, lr, step, wd, b1, b2, clip, eps=1e-8):
     mi, vi = b1 * mi + (1 - b1) * gi, b2 * vi + (1 - b2) * gi * gi
     out.append((pi - lr / (1 - b1 ** step) * mi / (np.sqrt(vi) / math.sqrt(1 - b2 ** step) + eps), mi, vi))
   return out
+
+def test_weight_decay_groups_are_llama2cs():
+  """AdamW decays the 2+-dim tensors (matmuls, embedding), not the biases and norm weights: llama2.c's
+  configure_optimizers, whose counts train logs (29 decayed tensors, 13 not, for the seed)."""
+  from tinystory import SEED_MODEL
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainSteps
+  model = Transformer(ModelArgs(**SEED_MODEL), seed=0)
+  decays = dict(zip(model.weights, TrainSteps(model, TrainConfig(weight_decay=0.25)).decays))
+  assert {n for n, d in decays.items() if d == 0.25} == {n for n in decays if n.endswith(".weight") and "norm" not in n}
+  assert {n for n, d in decays.items() if d == 0.0} == {n for n in decays if n.endswith(("norm.weight", ".bias"))}
+  assert len(decays) == 42 and sum(d == 0.25 for d in decays.values()) == model.num_params()[0][0] == 29
 
 @pytest.mark.parametrize("clip", [0.0, 1.0, 0.01, 100.0])  # off, active (norm ~4), inactive
 def test_adamw_step_matches_numpy(clip):

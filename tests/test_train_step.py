@@ -6,7 +6,6 @@ import json, math, os, signal
 from pathlib import Path
 import numpy as np
 import pytest
-from click.testing import CliRunner
 from tinygrad import Tensor
 import cli as cli_module
 from cli import cli

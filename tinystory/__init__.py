@@ -62,3 +62,20 @@ def create_dirs(path, what: str) -> Path | None:
 def remove_created(top: Path | None) -> None:
   """Remove a directory tree create_dirs made (None: it made nothing)."""
   if top is not None: shutil.rmtree(top, ignore_errors=True)
+
+def need(ok: bool, msg: str) -> None:
+  """Raise UserError(msg) unless ok: one line per check of a user's input."""
+  if not ok: raise UserError(msg)
+
+def need_positive(cfg, *names: str) -> None:
+  for k in names: need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+
+def option(default, help: str):
+  """A field of a command's config dataclass with its --help text: cli.py makes one option of each field."""
+  import dataclasses
+  return dataclasses.field(default=default, metadata={"help": help})
+
+# The seed run's model (llama2.c's ModelArgs names; hidden_dim None: 341 by llama2.c's rule). Here, not in model.py, so
+# that train's defaults, the CLI and the PyTorch twin (bench/torch_llama.py) read it without importing tinygrad.
+SEED_MODEL = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1,
+                  norm_eps=1e-5, max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")

@@ -6,12 +6,10 @@ absolute numbers from different runs; the JSON records the load average before a
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
-from tinystory import UserError, write_atomic
+from tinystory import SEED_MODEL, UserError, write_atomic
 from tinystory.log import log
 
 ROOT = Path(__file__).resolve().parent.parent
-SEED = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1, norm_eps=1e-5,
-            max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")
 
 def peak_rss_mb() -> float:
   kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -81,7 +79,7 @@ def worker(argv: list[str]) -> None:
   p.add_argument("--new-tokens", type=int, default=500)
   p.add_argument("--kernels", type=int, default=0)
   a = p.parse_args(argv)
-  cfg = {**SEED, **a.cfg}
+  cfg = {**SEED_MODEL, **a.cfg}
   out = measure_train(cfg, a.batch_size, a.steps, a.kernels) if a.worker == "train" else measure_sample(cfg, a.new_tokens)
   print(json.dumps(out))
 
@@ -102,7 +100,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
           against: tuple[str, ...] = (), beam: int = 0, json_path: str | None = None, kernels: int = 0) -> dict:
   """Measure tinygrad training and sampling (and PyTorch's, with against=('torch',)); log a table, return the results."""
   from tinystory.model import ModelArgs
-  cfg = {**SEED, **(overrides or {})}
+  cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)  # validate before spending minutes
   if steps < 1 or new_tokens < 1 or batch_size < 1: raise UserError("--steps, --new-tokens and --batch-size must be positive")
   if kernels < 0: raise UserError(f"--kernels must be >= 0 (0: no kernel table), got {kernels}")

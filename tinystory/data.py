@@ -68,10 +68,6 @@ def _plan(sources: list[str]) -> list[int | Path]:
     plan += [n] if n is not None else _expand(str(s))
   return plan
 
-def resolve_sources(sources: list[str]) -> list[Path]:
-  """The files the sources name, in reading order (synthetic sources have none)."""
-  return [p for p in _plan(sources) if isinstance(p, Path)]
-
 def expand_sources(sources: list[str]) -> list[str]:
   """The sources with directories and globs expanded to their files (skip notes are logged here, once), synthetic
   ones kept: the same stories as `sources`, cheap to read again."""

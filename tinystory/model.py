@@ -10,17 +10,24 @@ columns. The padding provably stays zero: tokens never index padded embedding ro
 before anyone sees them, and padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero
 and AdamW (whose decay is proportional to the weight) leaves it at zero. state_dict / num_params report the logical
 shapes.
+
+One forward serves training, eval and sampling, as in tinygrad's extra/models/llama.py: `model(tokens)` is the
+full-sequence forward; `model(tokens, start_pos, cache)` (or `forward` on embedding rows) decodes with a KVCache, a
+prefill of the prompt from position 0 and then one token at a time. start_pos may be a Variable: the step attends to
+all max_seq_len cache slots, the later ones masked, so one TinyJit-compiled step of fixed shapes serves every
+position (sample.py drives it). The layer code picks kernels by shape, never different maths: a one-row matmul is a
+matvec, and a decoding step uses the KVCache's fused q/k/v and w1/w3 matrices and its once-inverted unembedding.
 """
 from __future__ import annotations
 import math
 from dataclasses import dataclass, fields
 import numpy as np
-from tinygrad import Tensor
+from tinygrad import Tensor, UOp
 from tinygrad.helpers import TRAINING
 from tinystory import UserError
+from tinystory.tokenizer import MAX_VOCAB
 
 UNEMBEDDINGS = ("pinv", "tied", "untied")
-MAX_VOCAB = 65_535  # token ids are stored as uint16
 
 @dataclass(repr=False)
 class ModelArgs:
@@ -113,8 +120,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
   # weight is (out, in) like torch; contiguous_backward materialises the incoming gradient once for both its matmuls
   # training: x's gradient comes from the first term, weight's from the second (see weight_grad_path)
   if TRAINING: y = x @ weight.detach().T + weight_grad_path(x, weight)
+  elif math.prod(x.shape[:-1]) == 1: y = matvec(x, weight)  # one row: a decoding step
   else: y = x @ weight.T
   return (y if bias is None else y + bias).contiguous_backward()
+
+def matvec(x: Tensor, w: Tensor) -> Tensor:
+  """x @ w.T for one row x, with each output summed as 8 interleaved partial sums (one vector register) that are then
+  added up. tinygrad's own matmul of one row sums each output in one serial chain of adds: add latency bounds it, and
+  it is 4-7x slower here."""
+  O, I = w.shape
+  if I % 8: return x @ w.T
+  return (x.reshape(*x.shape[:-1], 1, I // 8, 8) * w.reshape(O, I // 8, 8)).sum(-2).sum(-1)
 
 def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
@@ -147,11 +163,14 @@ def exp_saved(x: Tensor) -> Tensor:
   e = x.exp().contiguous().detach()
   return e + (x - x.detach()) * e
 
-def silu(x: Tensor) -> Tensor:
-  """x.silu(), with its exp stored for the backward (x * sigmoid(x), sigmoid as tinygrad writes it)."""
-  return x * (1 + exp_saved(-x)).reciprocal()
+def silu(x: Tensor, saved: bool = True) -> Tensor:
+  """x.silu() (x * sigmoid(x), sigmoid as tinygrad writes it), with its exp stored for the backward unless `saved` is
+  False (decoding has no backward: there the stored copy would cost a kernel)."""
+  return x * (1 + (exp_saved(-x) if saved else (-x).exp())).reciprocal()
 
-def causal_mask(T: int) -> Tensor: return Tensor.full((T, T), float("-inf")).triu(1)
+def causal_mask(T: int, start_pos: int | UOp = 0, keys: int | None = None) -> Tensor:
+  """(T, keys) of 0 / -inf (keys: T by default): query t, at position start_pos + t, sees keys 0..start_pos + t."""
+  return Tensor.full((T, T if keys is None else keys), float("-inf")).triu(start_pos + 1)
 
 class Transformer:
   def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16):
@@ -169,22 +188,36 @@ class Transformer:
 
   # ---- forward ----
 
-  def __call__(self, tokens: Tensor) -> Tensor:
-    """(B, T) token ids -> (B, T, vocab_size) float32 logits. Dropout applies only under tinygrad's TRAINING context."""
-    a, w = self.args, self.weights
-    T = tokens.shape[1]
-    if T > a.max_seq_len: raise UserError(f"sequence of {T} tokens is longer than max_seq_len={a.max_seq_len}")
-    h = embed(w["tok_embeddings.weight"], tokens).dropout(a.dropout)
-    cos, sin, mask = self.freqs_cos[:T], self.freqs_sin[:T], causal_mask(T)
-    for i in range(a.n_layers):
-      h = h + self.attention(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin, mask)
-      h = h + self.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps))
-    return self.logits(rms_norm(h, w["norm.weight"], a.norm_eps))
+  def __call__(self, tokens: Tensor, start_pos: int | UOp = 0, cache: KVCache | None = None) -> Tensor:
+    """(B, T) token ids at positions start_pos.. -> (B, T, vocab_size) float32 logits (see forward). Dropout applies
+    only under tinygrad's TRAINING context."""
+    return self.forward(embed(self.weights["tok_embeddings.weight"], tokens).dropout(self.args.dropout), start_pos, cache)
 
-  def qkv(self, i: int, x: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+  def forward(self, h: Tensor, start_pos: int | UOp = 0, cache: KVCache | None = None) -> Tensor:
+    """The layers and the logits for token embeddings h (B, T, dim) at positions start_pos..start_pos+T-1. Training
+    and eval: no cache, start_pos 0. Decoding: each layer writes its keys and values into `cache` at those positions;
+    from position 0 the queries attend to the new keys alone (a prefill), else to all of the cache's slots, those past
+    each query's position masked (start_pos may be a Variable: one compiled step serves every position)."""
+    a, w, T = self.args, self.weights, h.shape[1]
+    if T > a.max_seq_len: raise UserError(f"sequence of {T} tokens is longer than max_seq_len={a.max_seq_len}")
+    cos, sin = self.freqs_cos[start_pos:start_pos + T], self.freqs_sin[start_pos:start_pos + T]
+    mask = causal_mask(T, start_pos, T if cache is None or is_start(start_pos) else a.max_seq_len)
+    for i in range(a.n_layers):
+      h = h + self.attention(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin, mask,
+                             start_pos, cache)
+      h = h + self.feed_forward(i, rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps), cache)
+    return self.logits(rms_norm(h, w["norm.weight"], a.norm_eps), cache)
+
+  def qkv(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, cache: KVCache | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """Layer i's rotated queries and keys, and values, as (B, heads, T, head_dim); kv heads are not yet repeated."""
     a, p = self.args, f"layers.{i}.attention."
     B, T, _ = x.shape
+    if cache is not None and T == 1:  # a decoding step: q, k, v as one matvec, q and k rotated in one kernel
+      H, KV = a.n_heads, a.kv_heads
+      qkv = linear(x, cache.wqkv[i]).reshape(B, T, H + 2 * KV, a.head_dim)
+      qk = rope(qkv[:, :, :H + KV], cos, sin).transpose(1, 2)
+      return qk[:, :H], qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2)
+    # many rows: three matmuls, each faster than one of the three together
     q = linear(x, self.weights[p+"wq.weight"]).reshape(B, T, a.n_heads, a.head_dim)
     k = linear(x, self.weights[p+"wk.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
     v = linear(x, self.weights[p+"wv.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
@@ -195,48 +228,53 @@ class Transformer:
     channel_major = lambda t: t.permute(0, 2, 3, 1).contiguous().contiguous_backward().transpose(2, 3)
     return channel_major(rope(q, cos, sin)), channel_major(rope(k, cos, sin)), heads_first(v)
 
-  def attention(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None) -> Tensor:
-    q, k, v = self.qkv(i, x, cos, sin)
-    return self.attention_out(i, q, k, v, mask)
-
-  def attention_out(self, i: int, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """Attend q to k, v (a KV cache can pass its full k, v here), merge heads, project with wo, residual dropout."""
-    a = self.args
+  def attention(self, i: int, x: Tensor, cos: Tensor, sin: Tensor, mask: Tensor, start_pos: int | UOp = 0,
+                cache: KVCache | None = None) -> Tensor:
+    """Layer i's attention of x (its keys and values into the cache if there is one), heads merged, projected by wo."""
+    a, (B, T, _) = self.args, x.shape
+    q, k, v = self.qkv(i, x, cos, sin, cache)
+    if cache is not None:
+      cache.kv[i].shrink((None, None, None, (start_pos, start_pos + T), None)).assign(k.stack(v))  # only these slots
+      # past the start: every slot, those not yet written for this sequence masked (fixed shapes for every position)
+      if not is_start(start_pos): k, v = cache.kv[i][0], cache.kv[i][1]
     rep = a.n_heads // a.kv_heads  # grouped-query attention: each kv head serves `rep` consecutive query heads
     if rep > 1: k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-    B, _, T, _ = q.shape
     # stored (B, heads, T, head_dim), and so is its gradient: the attention matmuls write and read it in order
     out = attend(q, k, v, mask, a.dropout).contiguous().contiguous_backward()
-    out = out.transpose(1, 2).reshape(B, T, a.dim).contiguous()
+    out = out.transpose(1, 2).reshape(B, T, a.dim)
+    if T > 1: out = out.contiguous()  # (one row: the transpose moves nothing, a copy would be a kernel for nothing)
     return linear(out, self.weights[f"layers.{i}.attention.wo.weight"]).dropout(a.dropout)
 
-  def feed_forward(self, i: int, x: Tensor) -> Tensor:
+  def feed_forward(self, i: int, x: Tensor, cache: KVCache | None = None) -> Tensor:
     w, p = self.weights, f"layers.{i}.feed_forward."
-    gate = silu(linear(x, w[p+"w1.weight"], w.get(p+"w1.bias")))
-    return linear((gate * linear(x, w[p+"w3.weight"])).contiguous(), w[p+"w2.weight"]).dropout(self.args.dropout)
+    if cache is None: gate, up = linear(x, w[p+"w1.weight"], w.get(p+"w1.bias")), linear(x, w[p+"w3.weight"])
+    else:  # decoding: w1 and w3 as one matmul
+      gate, up = linear(x, cache.w13[i]).split(self.padded_hidden, -1)
+      if p+"w1.bias" in w: gate = gate + w[p+"w1.bias"]
+    # contiguous: silu once, not once per output
+    return linear((silu(gate, saved=cache is None) * up).contiguous(), w[p+"w2.weight"]).dropout(self.args.dropout)
 
-  def logits(self, h: Tensor) -> Tensor:
+  def unembedding_matrix(self) -> Tensor:
+    """U, (padded_vocab, dim): logits = h @ U.T."""
     a, w = self.args, self.weights
     E = w["tok_embeddings.weight"]
     if a.unembedding == "pinv":
       from tinystory.pinv import pinv
       # pinv of the logical rows only (appended zero rows would make E E^T singular when vocab < dim), then zero
       # columns back on so the logits matmul and its gradients run at the padded width
-      U = pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
-    else: U = E if a.unembedding == "tied" else w["output.weight"]
+      return pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
+    return E if a.unembedding == "tied" else w["output.weight"]
+
+  def logits(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
+    if cache is not None: return linear(h, cache.unembed)
     # contiguous: the matmul runs at the padded width (as a whole vector width) rather than at vocab_size
-    return linear(h, U).contiguous()[..., :a.vocab_size]
+    return linear(h, self.unembedding_matrix()).contiguous()[..., :self.args.vocab_size]
 
   # ---- parameters ----
 
   def parameters(self) -> list[Tensor]:
     """The trainable (padded) tensors, in llama2.c's order."""
     return list(self.weights.values())
-
-  def param_groups(self) -> tuple[list[Tensor], list[Tensor]]:
-    """(decay, no_decay) as llama2.c's configure_optimizers: tensors of 2+ dims decay, biases and norm weights do not."""
-    decay = [t for t in self.weights.values() if t.ndim >= 2]
-    return decay, [t for t in self.weights.values() if t.ndim < 2]
 
   def num_params(self) -> tuple[tuple[int, int], tuple[int, int]]:
     """((n_tensors, n_params) decayed, (n_tensors, n_params) not decayed), logical sizes (padding not counted)."""
@@ -262,6 +300,25 @@ class Transformer:
     for n, s in self.shapes.items():
       if sd[n].shape != s: raise UserError(f"state dict {n} has shape {list(sd[n].shape)}, expected {list(s)}")
     for n, t in self.weights.items(): t.assign(Tensor(pad_array(sd[n].astype(np.float32), t.shape))).realize()
+
+class KVCache:
+  """What decoding one sequence keeps between forwards: each layer's keys and values, (2, 1, kv_heads, max_seq_len,
+  head_dim), and weights made once from the model's: each layer's wq, wk, wv as one matrix and w1, w3 as one (one
+  matmul each), and the unembedding U (vocab_size, dim), a pinv one inverted once instead of once per token. Make a
+  new one when the model's weights change."""
+  def __init__(self, model: Transformer):
+    a, w = model.args, model.weights
+    self.kv = [Tensor.zeros(2, 1, a.kv_heads, a.max_seq_len, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
+    def cat(*names): return Tensor.cat(*(w[n] for n in names)).contiguous().realize()
+    self.wqkv = [cat(*(f"layers.{i}.attention.{n}.weight" for n in ("wq", "wk", "wv"))) for i in range(a.n_layers)]
+    self.w13 = [cat(*(f"layers.{i}.feed_forward.{n}.weight" for n in ("w1", "w3"))) for i in range(a.n_layers)]
+    self.unembed = model.unembedding_matrix()[:a.vocab_size].contiguous().realize()
+
+  def realize(self) -> None: Tensor.realize(*self.kv)
+
+def is_start(start_pos: int | UOp) -> bool:
+  """Whether a forward from start_pos starts the sequence: then the keys it computes are all there are."""
+  return isinstance(start_pos, int) and start_pos == 0
 
 def embed(E: Tensor, tokens: Tensor) -> Tensor:
   """Rows of E for each token. Written as a masked sum, which tinygrad turns into a gather (a one-hot matmul costs a

@@ -217,10 +217,18 @@ def check_tokenizer_matches(meta: dict, tok) -> None:
 
 # ---- batches ----
 
+SPLITS = ("train", "val", "all")
+
+def split_shards(meta: dict, split: str) -> list[dict]:
+  """The shards of a split: "val" shard 0, "train" the others, "all" every one (data held out as a whole, such as
+  `train --val_data`)."""
+  if split not in SPLITS: raise UserError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+  return {"train": meta["shards"][1:], "val": meta["shards"][:1], "all": meta["shards"]}[split]
+
 def split_windows(shard_dir, meta: dict, split: str, max_seq_len: int) -> tuple[list[dict], list[int]]:
   """The shards of `split` and how many windows of max_seq_len+1 tokens each holds; UserError if none does (checked
   before a run builds its model: the val split is otherwise first read at the first eval)."""
-  shards = meta["shards"][1:] if split == "train" else meta["shards"][:1]
+  shards = split_shards(meta, split)
   windows = [max(0, s["tokens"] // max_seq_len - 1) for s in shards]  # llama2.c drops the last partial window
   if sum(windows) == 0:
     n = sum(s["tokens"] for s in shards)
@@ -230,11 +238,10 @@ def split_windows(shard_dir, meta: dict, split: str, max_seq_len: int) -> tuple[
   return shards, windows
 
 class PretokDataset:
-  """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` ("train": shards 1.., "val":
-  shard 0) of a prepared directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able
-  cursor, and a dataset made with `state=` (or `restore`d) yields exactly the batches the original would have next."""
+  """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` (see split_shards) of a prepared
+  directory, memory-mapped. The order is a function of `seed` alone; `state()` is a JSON-able cursor, and a dataset
+  made with `state=` (or `restore`d) yields exactly the batches the original would have next."""
   def __init__(self, shard_dir, split: str, batch_size: int, max_seq_len: int, seed: int = 42, state: dict | None = None):
-    if split not in ("train", "val"): raise UserError(f"split {split!r}: expected 'train' or 'val'")
     if batch_size < 1 or max_seq_len < 1:
       raise UserError(f"batch_size {batch_size} and max_seq_len {max_seq_len} must both be at least 1")
     meta = load_meta(shard_dir)

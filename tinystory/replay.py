@@ -7,11 +7,18 @@ training used one core of two; and it dispatches each kernel through ~40 us of P
 parts on helper threads, each started with a semaphore; ctypes lets go of the GIL while C runs, so the parts run at
 once. Parts write disjoint slices of the output (as on a GPU, where tinygrad runs them all at once anyway), so the
 numbers are bit for bit the JIT's. Handing a part over costs ~20 us: kernels faster than PARALLEL_MIN_S (timed in the
-first replay) keep all their parts on the calling thread.
+first replay) keep all their parts on the calling thread. TINYSTORY_THREADS=0 turns the helper threads off.
+
+Why not the smaller change, a patch of CPUProgram.__call__ that runs the parts on this pool under plain TinyJit? It
+was measured against this in one sitting (docs/performance.md): training came out even within the machine's noise,
+but sampling fell from 2,171-4,464 to 367-421 tokens/s (medians of 3, two series). A sampled token runs 71 kernels
+of a few microseconds, none split over cores, and tinygrad's runtime spends ~40 us of Python around each one:
+calling them from here is what makes sampling fast.
 """
-import ctypes, threading, time
+import ctypes, functools, os, threading, time
 from typing import Callable
 import numpy as np
+from tinystory.log import log
 
 PARALLEL_MIN_S = 100e-6
 
@@ -37,11 +44,19 @@ def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
   else: t.assign(Tensor(arr, device=t.device)).realize()
 
 class Helpers:
-  """Threads that each run one kernel part when told to: go[i] starts helper i on job[i], done[i] says it finished."""
-  def __init__(self, n: int):
-    self.go, self.done = [threading.Semaphore(0) for _ in range(n)], [threading.Semaphore(0) for _ in range(n)]
-    self.job: list = [None] * n
-    for i in range(n): threading.Thread(target=self.loop, args=(i,), daemon=True, name=f"tinystory-kernel-{i}").start()
+  """Threads that each run one kernel part when told to: go[i] starts helper i on job[i], done[i] says it finished.
+  One pool per process (`helpers`), grown as needed and never replaced, so no thread is left waiting for a job that
+  never comes; one caller at a time."""
+  def __init__(self): self.go, self.done, self.job = [], [], []
+
+  def grow(self, n: int) -> "Helpers":
+    """At least n helper threads."""
+    for i in range(len(self.go), n):
+      self.go.append(threading.Semaphore(0))
+      self.done.append(threading.Semaphore(0))
+      self.job.append(None)
+      threading.Thread(target=self.loop, args=(i,), daemon=True, name=f"tinystory-kernel-{i}").start()
+    return self
 
   def loop(self, i: int) -> None:
     while True:
@@ -62,18 +77,19 @@ class Helpers:
     finally:
       for i in range(started): self.done[i].acquire()
 
-_helpers: Helpers | None = None
-def helpers(n: int) -> Helpers:
-  global _helpers
-  if _helpers is None or len(_helpers.go) < n: _helpers = Helpers(n)
-  return _helpers
+_helpers = Helpers()
+def helpers(n: int) -> Helpers: return _helpers.grow(n)
+
+def threads_on() -> bool:
+  """False where TINYSTORY_THREADS=0: every kernel part then runs on the calling thread (one core), as in TinyJit."""
+  return os.environ.get("TINYSTORY_THREADS", "1").strip() != "0"
 
 class Replay:
   """`replay(**var_values)` runs the captured kernels, each a list of per-core argument tuples, in the JIT's order.
   `captured` (the JIT's CapturedJit) is held because it keeps alive the buffers whose addresses the arguments are."""
   def __init__(self, kernels: list[tuple[str, Callable, list[tuple]]], var_args: dict[str, list[ctypes.c_uint64]], captured):
     self.kernels, self.var_args, self.captured, self.parallel = kernels, var_args, captured, None
-    self.helpers = helpers(max(len(parts) for _, _, parts in kernels) - 1) if kernels else None
+    self.helpers = helpers(max(len(parts) for _, _, parts in kernels) - 1) if kernels and threads_on() else None
 
   def __call__(self, profile: list | None = None, **values: int) -> None:
     """Run the kernels; with a `profile` list, append (kernel name, number of parts, seconds) for each."""
@@ -93,14 +109,25 @@ class Replay:
     for _, fxn, parts in self.kernels:
       t = time.perf_counter()
       for args in parts: fxn(*args)
-      parallel.append(len(parts) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
+      parallel.append(self.helpers is not None and len(parts) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
     self.parallel = parallel
+
+TINYGRAD = "0.14.0"  # setup.cfg's pin
+
+@functools.cache
+def tinygrad_is_pinned() -> bool:
+  from importlib.metadata import version
+  if (v := version("tinygrad")) == TINYGRAD: return True
+  log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py reads: kernels run through TinyJit, on one core")
+  return False
 
 def kernel_replay(jit, inputs: tuple) -> Replay | None:
   """The captured TinyJit `jit`, run on `inputs` (the tensors it was captured with), as a Replay. The buffers are the
   JIT's own, fixed here: later calls read new inputs from the same tensors. A Variable's value is an argument given
   to the kernels that use it. None where the kernels are not plain single-device CPU programs (another device,
-  tinygrad's HCQ2 mode, a copy) or the JIT writes an input: call the JIT."""
+  tinygrad's HCQ2 mode, a copy) or the JIT writes an input, and on a tinygrad other than TINYGRAD (the internals read
+  here are 0.14's): call the JIT."""
+  if not tinygrad_is_pinned(): return None
   from tinygrad.engine.jit import _prepare_jit_inputs
   from tinygrad.helpers import ansistrip
   from tinygrad.engine.realize import get_runtime, resolve_params, unwrap_multi

@@ -7,46 +7,46 @@ Output = the prompt's text, then each token's bytes as it is drawn (an increment
 back a character split over several BPE tokens), then a line of dashes after each sample. A generated BOS starts a
 new story: it is written as a blank line. The other specials write nothing (<unk> writes '⁇').
 
-The cache holds each layer's keys and values, (2, 1, kv_heads, max_seq_len, head_dim), and one TinyJit-compiled step
-of fixed shapes serves every position: the host passes the token's embedding row, its position's RoPE row and the
-attention mask row in one small input buffer, and the position as a Variable (the cache slot written). On CPU the
-captured kernels are then called straight from Python (replay.py), and the step's one-row matmuls are written so
-that they vectorise (matvec): ~0.3 ms a token instead of ~4. While the sequence fits the context, a token costs one
-step. Once it does not, the window slides, and since every hidden state depends on the window's first token nothing in
-the cache survives: the window is recomputed (one batched prefill, then the step). With `slide` = 1 (llama2.c) that is
-a recompute per token, exactly llama2.c's crop; `slide` = s > 1 drops the s oldest tokens at once and then decodes s
-tokens from the cache, so the model sees max_seq_len - s + 1 to max_seq_len tokens (faster, not llama2.c's output).
+The model's layers are model.py's (Transformer.forward with a KVCache); this module drives them. One TinyJit-compiled
+step of fixed shapes serves every position: the host uploads the token's embedding row into a small input buffer and
+passes the position as a Variable (the cache slot written, the RoPE row read, the mask). On CPU the captured kernels
+are then called straight from Python (replay.py): ~0.3 ms a token instead of ~4. While the sequence fits the context,
+a token costs one step. Once it does not, the window slides, and since every hidden state depends on the window's
+first token nothing in the cache survives: the window is recomputed (one batched prefill, then the step). With
+`slide` = 1 (llama2.c) that is a recompute per token, exactly llama2.c's crop; `slide` = s > 1 drops the s oldest
+tokens at once and then decodes s tokens from the cache, so the model sees max_seq_len - s + 1 to max_seq_len tokens
+(faster, not llama2.c's output).
 """
 import codecs, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import UserError
+from tinystory import need, need_positive, option, UserError
 from tinystory.log import log
 from tinystory.replay import ReplayJit, host_view, read, upload
 
 @dataclass
 class SampleConfig:
-  # llama2.c's sample.py options, in its order, and its defaults
-  checkpoint: str = ""      # a run dir or checkpoint dir (or a file in it); "": the newest checkpoint under runs/
-  start: str = ""           # the prompt; "FILE:path" reads it from a file; "": start from BOS alone
-  num_samples: int = 1
-  max_new_tokens: int = 100
-  temperature: float = 1.0  # 0: greedy (argmax)
-  top_k: int = 300          # keep the k most likely tokens
-  top_p: float = 1.0        # then the fewest tokens whose probability reaches p (nucleus); 1: all
-  tokenizer: str = ""       # "": the tokenizer saved with the run
-  seed: int = 1337
-  device: str = "cpu"
-  compile: bool = True      # TinyJit-compiled step and prefill; False runs them eagerly (same numbers, slower)
-  slide: int = 1            # tokens dropped at once when the context is full; 1 is llama2.c's exact crop
+  """llama2.c's sample.py options, in its order, and its defaults; `--help` shows each field's help."""
+  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; or a llama2.c .bin "
+                           "or a Hugging Face directory (docs/exchange.md); default: the newest under runs/")
+  start: str = option("", "prompt text, or FILE:path; '' starts from BOS alone")
+  num_samples: int = option(1, "samples to draw, one after another, each from the prompt")
+  max_new_tokens: int = option(100, "tokens generated per sample")
+  temperature: float = option(1.0, "divides the logits before the softmax: lower is more predictable; 0: greedy (argmax)")
+  top_k: int = option(300, "keep the k most likely tokens")
+  top_p: float = option(1.0, "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off")
+  tokenizer: str = option("", "tokenizer file (.tok, or a llama2.c tokenizer.bin); default: the run's tokenizer.tok, "
+                          "tokenizer.bin beside a .bin, a Hugging Face directory's tokenizer.json")
+  seed: int = option(1337, "seed of the draws (numpy): the same seed and options give the same text")
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  compile: bool = option(True, "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)")
+  slide: int = option(1, "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
+                      "recomputed for every token); s > 1 recomputes once per s tokens (faster; not llama2.c's output)")
 
 def validate(cfg: SampleConfig) -> None:
-  def need(ok, msg):
-    if not ok: raise UserError(msg)
-  for k in ("num_samples", "max_new_tokens", "top_k", "slide"):
-    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  need_positive(cfg, "num_samples", "max_new_tokens", "top_k", "slide")
   need(np.isfinite(cfg.temperature) and cfg.temperature >= 0,
        f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
   need(0 < cfg.top_p <= 1, f"--top_p must be in (0, 1] (1 keeps every token), got {cfg.top_p}")
@@ -79,41 +79,20 @@ def sample_token(logits: np.ndarray, temperature: float, top_k: int, top_p: floa
 
 # *** the model behind a KV cache ***
 
-def matvec(x, w):
-  """x @ w.T for one row x, with each output summed as 8 interleaved partial sums (one vector register) that are then
-  added up. tinygrad's own matmul of one row sums each output in one serial chain of adds: add latency bounds it, and
-  it is 4-7x slower here."""
-  O, I = w.shape
-  if I % 8: return x @ w.T
-  return (x.reshape(*x.shape[:-1], 1, I // 8, 8) * w.reshape(O, I // 8, 8)).sum(-2).sum(-1)
-
 class CachedDecoder:
   """`next_logits(seq)` = the model's logits after the last max_seq_len tokens of `seq`, as llama2.c's generate
   computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
   the previous call's `seq`; `reset()` before an unrelated one."""
   def __init__(self, model, compile: bool = True, slide: int = 1):
     from tinygrad import Tensor, UOp
-    a, w, L = model.args, model.weights, model.args.max_seq_len
+    from tinystory.model import KVCache
+    a, L = model.args, model.args.max_seq_len
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
-    self.model, self.L, self.slide = model, L, slide
-    self.kv = [Tensor.zeros(2, 1, a.kv_heads, L, a.head_dim).contiguous().realize() for _ in range(a.n_layers)]
-    # each layer's q, k, v projections as one matrix, and the FFN's w1 and w3: one matmul (one kernel) for each group
-    def cat(*names): return Tensor.cat(*(w[n] for n in names)).contiguous().realize()
-    self.wqkv = [cat(*(f"layers.{i}.attention.{n}.weight" for n in ("wq", "wk", "wv"))) for i in range(a.n_layers)]
-    self.w13 = [cat(f"layers.{i}.feed_forward.w1.weight", f"layers.{i}.feed_forward.w3.weight") for i in range(a.n_layers)]
-    # logits = h @ U; the model's logits of the identity are U exactly (x*1 and +0 are exact), so a pinv unembedding is
-    # inverted once here instead of once per token. Stored as U.T, (vocab, dim), rows contiguous like every weight
-    self.unembed = model.logits(Tensor.eye(a.dim)).T.contiguous().realize()
-    # host tables that make each step's input: embedding rows, RoPE rows, causal mask rows
-    self.emb = model.weights["tok_embeddings.weight"].numpy()
-    half = a.head_dim // 2
-    self.rows = np.concatenate([model.freqs_cos.numpy(), model.freqs_sin.numpy(),
-                                np.triu(np.full((L, L), -np.inf, np.float32), 1)], axis=1)
-    self.sizes = [a.dim, half, half, L]
-    self.step_in = Tensor.zeros(1, sum(self.sizes)).contiguous().realize()
-    self.fill_in = Tensor.zeros(L, a.dim).contiguous().realize()
+    self.model, self.L, self.slide, self.cache = model, L, slide, KVCache(model)
+    self.emb = model.weights["tok_embeddings.weight"].numpy()  # the host's embedding table: a token's input is its row
+    self.step_in, self.fill_in = (Tensor.zeros(1, T, a.dim).contiguous().realize() for T in (1, L))
     self.step_view, self.fill_view = host_view(self.step_in), host_view(self.fill_in)
-    self.pos = UOp.variable("pos", 0, L - 1)  # the step's cache slot: the JIT's kernels take it as an argument
+    self.pos = UOp.variable("pos", 0, L - 1)  # the step's position: the JIT's kernels take it as an argument
     self._step = ReplayJit(self.step_graph, (self.step_in,), (self.pos,), compile)
     self._fill = ReplayJit(self.fill_graph, (self.fill_in,), compile=compile)
     self.reset()
@@ -132,7 +111,7 @@ class CachedDecoder:
 
   def step(self, token: int) -> np.ndarray:
     """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
-    upload(self.step_in, self.step_view, np.concatenate([self.emb[token], self.rows[self.n]])[None])
+    upload(self.step_in, self.step_view, self.emb[token].reshape(self.step_in.shape))
     self.logits_out = self._step(pos=self.n)
     self.n += 1
     return read(self.logits_out)
@@ -142,62 +121,18 @@ class CachedDecoder:
     compiled shape (and an even one: tinygrad's CPU kernels are slow on odd sizes). The padding's K/V land in slots
     that the mask hides until a step overwrites them."""
     rows = np.zeros(self.fill_in.shape, np.float32)
-    rows[:len(tokens)] = self.emb[tokens]
+    rows[0, :len(tokens)] = self.emb[tokens]
     upload(self.fill_in, self.fill_view, rows)
     self._fill()
     self.n = len(tokens)
 
   # the graphs (TinyJit captures them on their second call and replays the kernels after that)
 
-  def qkv(self, i: int, h, cos, sin):
-    """Layer i's queries (B, heads, T, head_dim) and its keys and values stacked (2, B, kv_heads, T, head_dim). One
-    token: one matvec for q, k, v and one RoPE kernel for q and k. Many: the model's three matmuls, each faster than
-    one of the three together."""
-    from tinystory.model import rms_norm, rope
-    m, a = self.model, self.model.args
-    B, T, H, KV = *h.shape[:2], a.n_heads, a.kv_heads
-    x = rms_norm(h, m.weights[f"layers.{i}.attention_norm.weight"], a.norm_eps)
-    if T > 1:
-      q, k, v = m.qkv(i, x, cos, sin)
-      return q, k.stack(v)
-    qkv = matvec(x, self.wqkv[i]).reshape(B, T, H + 2 * KV, a.head_dim)
-    qk = rope(qkv[:, :, :H + KV], cos, sin)
-    return qk[:, :, :H].transpose(1, 2), qk[:, :, H:].stack(qkv[:, :, H + KV:]).transpose(2, 3)
+  def step_graph(self, h, pos): return self.model.forward(h, pos, self.cache).reshape(-1).realize()
 
-  def feed_forward(self, i: int, h, mm):
-    """h + layer i's SwiGLU FFN of h, its w1 and w3 as one matmul `mm`(x, w) = x @ w.T."""
-    from tinystory.model import rms_norm
-    a, w, p = self.model.args, self.model.weights, f"layers.{i}.feed_forward."
-    gate, up = mm(rms_norm(h, w[f"layers.{i}.ffn_norm.weight"], a.norm_eps), self.w13[i]).split(self.model.padded_hidden, -1)
-    if p + "w1.bias" in w: gate = gate + w[p + "w1.bias"]
-    return h + mm((gate.silu() * up).contiguous(), w[p + "w2.weight"])  # contiguous: silu once, not once per output
-
-  def step_graph(self, inp, pos):
-    """The model's forward for one token against the cache: model.py's layers, with matvec for their matmuls."""
-    from tinystory.model import attend, rms_norm
-    a, w = self.model.args, self.model.weights
-    emb, cos, sin, mask = inp.split(self.sizes, dim=1)
-    h, rep = emb.reshape(1, 1, a.dim), a.n_heads // a.kv_heads
-    for i in range(a.n_layers):
-      q, kv = self.qkv(i, h, cos, sin)
-      self.kv[i][:, :, :, pos:pos + 1].assign(kv)  # only the step's slot is written
-      k, v = (self.kv[i][j].repeat_interleave(rep, dim=1) if rep > 1 else self.kv[i][j] for j in (0, 1))
-      h = h + matvec(attend(q, k, v, mask, 0.0).reshape(1, 1, a.dim), w[f"layers.{i}.attention.wo.weight"])
-      h = self.feed_forward(i, h, matvec)
-    return matvec(rms_norm(h, w["norm.weight"], a.norm_eps), self.unembed).reshape(-1).realize()
-
-  def fill_graph(self, inp):
-    from tinystory.model import causal_mask
-    from tinygrad import Tensor
-    m, a, L = self.model, self.model.args, self.L
-    h, cos, sin, mask = inp.reshape(1, L, a.dim), m.freqs_cos, m.freqs_sin, causal_mask(L)
-    for i in range(a.n_layers):
-      q, kv = self.qkv(i, h, cos, sin)
-      self.kv[i].assign(kv)
-      if i == a.n_layers - 1: break  # the last layer's outputs only matter at the step's position
-      h = h + m.attention_out(i, q, kv[0], kv[1], mask)
-      h = self.feed_forward(i, h, lambda x, w: x @ w.T)
-    Tensor.realize(*self.kv)
+  def fill_graph(self, h):
+    self.model.forward(h, 0, self.cache)  # lazy: only what the cache needs is computed, not the last layer's outputs
+    self.cache.realize()
 
 def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int,
              pick: Callable[[np.ndarray], int]) -> Iterator[int]:
@@ -233,6 +168,28 @@ def load_model(ck: Path):
   model.load_state_dict(weights)
   return model, meta
 
+def load_for_inference(checkpoint: str, tokenizer: str = ""):
+  """(model, tokenizer, where it came from) for sample and eval: `checkpoint` is a llama2.c .bin or an exported Hugging
+  Face directory (exchange.load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
+  tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
+  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.exchange import is_model_file, load_model_file
+  from tinystory.tokenizer import load_tokenizer
+  if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
+  ck = resolve_checkpoint(checkpoint)
+  model, meta = load_model(ck)
+  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
+  tok_path = Path(tokenizer) if tokenizer else run_dir / "tokenizer.tok"
+  if not tokenizer and not tok_path.is_file():
+    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
+  tok = load_tokenizer(tok_path)
+  if tok.vocab_size != model.args.vocab_size:
+    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
+                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
+  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
+    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
+  return model, tok, ck
+
 def load_prompt(start: str, tok) -> list[int]:
   """BOS and the ids of --start (or of the file after 'FILE:'); characters the tokenizer lacks are an error, not <unk>."""
   what = "--start"
@@ -259,23 +216,10 @@ def state_dict_lines(model) -> list[str]:
 def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambda s: None, preamble: bool = True) -> dict:
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
-  from tinystory.checkpoint import resolve_checkpoint
   from tinystory.device import set_device
-  from tinystory.tokenizer import load_tokenizer
   validate(cfg)
   set_device(cfg.device)
-  ck = resolve_checkpoint(cfg.checkpoint)
-  model, meta = load_model(ck)
-  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
-  tok_path = Path(cfg.tokenizer) if cfg.tokenizer else run_dir / "tokenizer.tok"
-  if not cfg.tokenizer and not tok_path.is_file():
-    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
-  tok = load_tokenizer(tok_path)
-  if tok.vocab_size != model.args.vocab_size:
-    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
-                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
-  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
-    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
+  model, tok, _ = load_for_inference(cfg.checkpoint, cfg.tokenizer)
   prompt = load_prompt(cfg.start, tok)
   decoder = CachedDecoder(model, cfg.compile, cfg.slide)
   if preamble:  # after every check, so that a mistake is a one-line error

@@ -8,7 +8,7 @@ import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, __version__, create_dirs, remove_created, write_atomic
+from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic
 from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   save_checkpoint, training_lock, unpadded)
 from tinystory.device import set_device
@@ -16,50 +16,76 @@ from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to
 
 @dataclass
 class TrainConfig:
+  """llama2.c's train.py options, its names and order, with the seed run's values as defaults; `--help` shows each
+  field's help."""
   # I/O
-  out_dir: str = "out"                 # relative to ./runs unless absolute
-  eval_interval: int = 5000
-  log_interval: int = 1
-  eval_iters: int = 100
-  eval_only: bool = False              # exit right after the first eval
-  always_save_checkpoint: bool = False # save after every eval, not only when val loss improves
-  init_from: str = "scratch"           # 'scratch' or 'resume'
-  overwrite: bool = False              # scratch in a run dir that holds a checkpoint: delete that run first
+  out_dir: str = option("out", "run directory (train.log, metrics.jsonl, config.json, tokenizer.tok, ckpt/), relative "
+                        "to ./runs of the working directory unless absolute")
+  eval_interval: int = option(5000, "evaluate (and checkpoint if the val loss improved) every this many iterations")
+  log_interval: int = option(1, "print an iteration line every this many iterations")
+  eval_iters: int = option(100, "batches of each split averaged for an eval's train and val loss")
+  eval_only: bool = option(False, "exit right after the first eval")
+  always_save_checkpoint: bool = option(False, "save a checkpoint at every eval, not only when the val loss improves")
+  init_from: str = option("scratch", "'scratch': a new model; 'resume': continue <out_dir>/ckpt exactly (weights, "
+                          "optimizer state, data position, RNG) with the run's saved options; options typed now change "
+                          "them (logged as 'changed on resume'), except those that fix the model shape (dim, n_layers, "
+                          "n_heads, n_kv_heads, multiple_of, vocab_size, ffn_bias, unembedding, max_seq_len), its data "
+                          "(data, tokenizer, vocab_source) or its RNG (seed): other values of those are refused. A "
+                          "model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md): a new run from "
+                          "its shape and weights; the data tokenizer must have its vocabulary size")
+  overwrite: bool = option(False, "a new run (not --init_from=resume) in a run dir that holds a checkpoint: delete that "
+                           "run (checkpoint, train.log, metrics.jsonl, config.json) once every check has passed")
+  # wandb logging (llama2.c's)
+  wandb_log: bool = option(False, "log llama2.c's series (iter, tokens, loss/train, loss/val, lr, mfu) to Weights & "
+                           "Biases at each eval; needs the wandb package (pip install wandb); WANDB_MODE=offline works "
+                           "without a network")
+  wandb_project: str = option("llamac", "the wandb project")
+  wandb_run_name: str = option("", "the wandb run name; '': 'run' + the start time, as llama2.c")
   # data
-  data: str = "synthetic"              # prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated
-  tokenizer: str = "char"              # a tokenizer file, or 'char'/'bpe' to fit one on the data on the fly
-  batch_size: int = 64                 # micro-batch size when gradient_accumulation_steps > 1
-  max_seq_len: int = 128
-  vocab_source: str = "custom"         # only 'custom': Meta's Llama 2 tokenizer cannot be fetched here
-  vocab_size: int = 0                  # 0: the tokenizer's; otherwise it must agree with the tokenizer
+  data: str = option("synthetic", "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated")
+  tokenizer: str = option("char", "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly")
+  val_data: str = option("", "held-out text for the val loss, all of it (e.g. TinyStories-valid.txt): raw sources, "
+                         "prepared with the run's tokenizer, or a prepared shard dir; '': --data's val shard. A resume "
+                         "keeps the run's unless given")
+  batch_size: int = option(64, "sequences per micro-batch (an iteration is gradient_accumulation_steps micro-batches)")
+  max_seq_len: int = option(SEED_MODEL["max_seq_len"], "tokens per sequence: the model's context length")
+  vocab_source: str = option("custom", "only 'custom' is accepted: a tokenizer fitted here (llama2.c's 'llama2', "
+                             "Meta's tokenizer, cannot be downloaded by this project)")
+  vocab_size: int = option(0, "0: the tokenizer's size; otherwise it must agree with the tokenizer (--tokenizer=bpe "
+                           "fits one of this size)")
   # model (the seed's; ModelArgs names)
-  dim: int = 128
-  n_layers: int = 4
-  n_heads: int = 16
-  n_kv_heads: int = 16
-  multiple_of: int = 1
-  dropout: float = 0.15
-  ffn_bias: bool = True
-  unembedding: str = "pinv"            # pinv | tied | untied
+  dim: int = option(SEED_MODEL["dim"], "model width: the embedding and residual stream size")
+  n_layers: int = option(SEED_MODEL["n_layers"], "transformer blocks")
+  n_heads: int = option(SEED_MODEL["n_heads"], "attention heads; dim/n_heads (the head size) must be even, for RoPE")
+  n_kv_heads: int = option(SEED_MODEL["n_kv_heads"], "key/value heads (grouped-query attention when fewer than "
+                           "n_heads); n_heads must be a multiple of it")
+  multiple_of: int = option(SEED_MODEL["multiple_of"], "the FFN hidden size, 2/3 of 4*dim, is rounded up to a multiple "
+                            "of this")
+  dropout: float = option(SEED_MODEL["dropout"], "dropout probability (embeddings, attention, residual branches), in "
+                          "training only")
+  ffn_bias: bool = option(SEED_MODEL["ffn_bias"], "a bias on the SwiGLU gate w1 (the seed's; stock llama2.c has none)")
+  unembedding: str = option(SEED_MODEL["unembedding"], "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | "
+                            "untied")
   # adamw optimizer
-  gradient_accumulation_steps: int = 1
-  learning_rate: float = 3e-4
-  max_iters: int = 100000
-  weight_decay: float = 0.1
-  beta1: float = 0.9
-  beta2: float = 0.99
-  grad_clip: float = 1.0               # clip gradients at this global norm; 0 disables
+  gradient_accumulation_steps: int = option(1, "micro-batches whose mean gradient makes one optimizer step")
+  learning_rate: float = option(3e-4, "peak learning rate, reached after warmup_iters")
+  max_iters: int = option(100000, "the last iteration (iterations run from 0 to max_iters, as llama2.c)")
+  weight_decay: float = option(0.1, "AdamW weight decay of the 2+-dim tensors (not of biases and norm weights)")
+  beta1: float = option(0.9, "AdamW's decay of the gradient's running mean")
+  beta2: float = option(0.99, "AdamW's decay of the squared gradient's running mean")
+  grad_clip: float = option(1.0, "clip gradients at this global norm; 0 disables")
   # learning rate schedule
-  decay_lr: bool = True
-  warmup_iters: int = 2500
-  lr_decay_iters: int = 0              # 0: max_iters
-  min_lr: float = 0.0
+  decay_lr: bool = option(True, "linear warmup, then cosine decay to min_lr (False: learning_rate throughout)")
+  warmup_iters: int = option(2500, "iterations of linear warmup from 0 to learning_rate")
+  lr_decay_iters: int = option(0, "iteration at which the cosine decay reaches min_lr; 0: max_iters")
+  min_lr: float = option(0.0, "learning rate at the end of the decay and after it")
   # system
-  device: str = "cpu"                  # cpu | cuda | metal | amd (tinygrad devices)
-  dtype: str = "float32"               # float32 | bfloat16 | float16
-  compile: bool = True                 # TinyJit-compiled steps; False runs eagerly (same numbers, slower)
-  seed: int = 1337                     # model init and dropout
-  peak_flops: float = 0.0              # for mfu; 0: 3e11 on cpu (this project's reference CPU), 312e12 elsewhere (A100 bf16)
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  dtype: str = option("float32", "float32 | bfloat16 | float16: as llama2.c, the CPU trains in float32 whatever it "
+                      "says; other devices take float32 only, for now")
+  compile: bool = option(True, "TinyJit-compiled steps (False runs eagerly: same numbers, slower)")
+  seed: int = option(1337, "seed of the model's init and of the dropout masks (a resume restores the checkpoint's RNG)")
+  peak_flops: float = option(0.0, "peak FLOP/s for mfu; 0: 3e11 on cpu, 312e12 (A100 bf16, as llama2.c) elsewhere")
 
 # options a resume cannot change: they fix the model's shape, its data and tokenizer, and its random streams (whose
 # state the checkpoint restores); and this invocation's own, never taken from the saved ones
@@ -69,16 +95,15 @@ NOT_RESUMED = ("init_from", "out_dir", "overwrite")
 RUN_FILES = ("train.log", "metrics.jsonl", "config.json", "tokenizer.tok", "sample.txt")  # what --overwrite deletes, with ckpt*
 
 def validate(cfg: TrainConfig) -> None:
-  def need(ok, msg):
-    if not ok: raise UserError(msg)
-  for k in ("eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps"):
-    need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
+  from tinystory.exchange import is_model_file
+  need_positive(cfg, "eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps")
   for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
     need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
   for k in ("learning_rate", "min_lr", "weight_decay", "grad_clip"):
     need(getattr(cfg, k) >= 0 and math.isfinite(getattr(cfg, k)), f"--{k} must be a finite number >= 0, got {getattr(cfg, k)}")
   for k in ("beta1", "beta2"): need(0 <= getattr(cfg, k) < 1, f"--{k} must be in [0, 1), got {getattr(cfg, k)}")
-  need(cfg.init_from in ("scratch", "resume"), f"--init_from must be 'scratch' or 'resume', got {cfg.init_from!r}")
+  need(cfg.init_from in ("scratch", "resume") or is_model_file(cfg.init_from), f"--init_from must be 'scratch', 'resume' or "
+       f"a model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md), got {cfg.init_from!r}")
   need(not (cfg.overwrite and cfg.init_from == "resume"), "--overwrite=True starts a new run: it does not go with --init_from=resume")
   need(cfg.vocab_source == "custom", f"--vocab_source={cfg.vocab_source!r} is not available: only 'custom' (a tokenizer "
        "fitted with `tokenizer fit` or on the fly); Meta's Llama 2 tokenizer cannot be downloaded by this project")
@@ -138,11 +163,33 @@ def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
       fit_tokenizer(data.iter_stories(sources), cfg.tokenizer, cfg.vocab_size or None).save(tok_path)
   else:
     tok_path = Path(cfg.tokenizer)
-  tok = check_vocab_size(cfg, tok_path)
-  shard_dir = data.cache_dir() / f"shards-{key[:16]}-{tok.sha256[:12]}"
-  log(f"preparing shards of {cfg.data} with {tok_path} -> {shard_dir}")
+  return prepare_cached(sources, tok_path, check_vocab_size(cfg, tok_path), key), tok_path
+
+def prepare_cached(sources: list[str], tok_path: Path, tok, key: str | None = None) -> Path:
+  """The shards of raw `sources` with the tokenizer, prepared once into the cache (key: data.sources_key)."""
+  from tinystory import data, pretok
+  shard_dir = data.cache_dir() / f"shards-{(key or data.sources_key(sources))[:16]}-{tok.sha256[:12]}"
+  log(f"preparing shards of {','.join(sources)} with {tok_path} -> {shard_dir}")
   pretok.prepare(sources, tok_path, shard_dir)
-  return shard_dir, tok_path
+  return shard_dir
+
+def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
+  """The shard dir of --val_data (None when not given): a prepared one as it is, raw sources prepared with the run's
+  tokenizer into the cache. Every shard of it is val data."""
+  from tinystory import pretok
+  from tinystory.tokenizer import load_tokenizer
+  if not (sources := [s for s in val_data.split(",") if s]): return None
+  tok = load_tokenizer(tok_path)
+  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
+    pretok.check_tokenizer_matches(pretok.load_meta(sources[0]), tok)
+    return Path(sources[0])
+  return prepare_cached(sources, tok_path, tok)
+
+def import_wandb():
+  """The wandb module for --wandb_log, or a one-line error saying how to install it."""
+  try: import wandb
+  except ImportError: raise UserError("--wandb_log=True needs the wandb package: pip install wandb (or pip install -e '.[wandb]')") from None
+  return wandb
 
 def check_vocab_size(cfg: TrainConfig, tok_path: Path):
   from tinystory.tokenizer import load_tokenizer
@@ -264,6 +311,7 @@ class Interrupted:
     self.flag = True
   def __exit__(self, *_): signal.signal(signal.SIGINT, self.prev)
 
+
 # *** resume ***
 
 @dataclass
@@ -320,7 +368,8 @@ def resumed_config(cfg: TrainConfig, resume: Resume, overrides) -> tuple[TrainCo
   """The run's saved options with the ones given on the command line (`overrides`) on top, and the changes as
   (name, saved, given). The shape of the model comes from the checkpoint: RESUME_FIXED options that differ are refused."""
   given = dict(overrides)
-  was = {**resume.options, **{k: v for k, v in resume.meta["model_args"].items() if k in RESUME_FIXED}}
+  # the model's shape as the checkpoint has it; max_seq_len as trained (a model file's own may be longer)
+  was = {**resume.options, **{k: v for k, v in resume.meta["model_args"].items() if k in RESUME_FIXED and k != "max_seq_len"}}
   changes = [(k, was[k], v) for k, v in given.items()
              if k in was and k not in NOT_RESUMED and v != was[k] and not (k == "vocab_size" and v == 0)]
   if fixed := [c for c in changes if c[0] in RESUME_FIXED]:
@@ -343,7 +392,7 @@ def check_diverged(run_config: dict, meta: dict, changes: list, cfg: TrainConfig
 def divergence_advice(cfg: TrainConfig) -> str:
   return f"a lower --learning_rate (now {cfg.learning_rate:g})" + ("" if cfg.grad_clip else " or --grad_clip=1.0")
 
-# *** the run ***
+# *** the command ***
 
 def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None) -> dict:
   """Run training as llama2.c's train.py does; `overrides` are the options given on the command line, in order (they
@@ -397,6 +446,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   resume, changes = (load_resume(rdir), []) if cfg.init_from == "resume" else (None, [])
   if resume: cfg, changes = resumed_config(cfg, resume, overrides)
   else: check_scratch(rdir, cfg)
+  wandb = import_wandb() if cfg.wandb_log else None
   device = set_device(cfg.device)
   # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
   if cfg.dtype != "float32" and device != "CPU": raise UserError(f"--dtype={cfg.dtype} is not supported on {device} yet: use --dtype=float32")
@@ -412,25 +462,33 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), tok)
     if resume.meta.get("tokenizer_sha256") not in (None, tok.sha256):
       raise UserError(f"{tok_path} is not the tokenizer the checkpoint was trained with (sha256 differs): put that one back")
-    model_args = {**resume.meta["model_args"], "dropout": cfg.dropout}  # as llama2.c: the shape from the checkpoint
+    model_args, init_weights = {**resume.meta["model_args"], "dropout": cfg.dropout}, resume.weights  # the checkpoint's shape
   else:
-    ModelArgs(**model_args_for(cfg, cfg.vocab_size or MIN_VOCAB["char"]))  # the shape options, before preparing data
+    if cfg.init_from == "scratch": ModelArgs(**model_args_for(cfg, cfg.vocab_size or MIN_VOCAB["char"]))  # before the data
     shard_dir, tok_path = resolve_data(cfg)
     tok = load_tokenizer(tok_path)
-    model_args = model_args_for(cfg, tok.vocab_size)
+    model_args, init_weights = model_args_for(cfg, tok.vocab_size), None
+    if cfg.init_from != "scratch":  # a model file: its shape and weights (its vocabulary must be the data tokenizer's)
+      from tinystory.exchange import load_model_file
+      src, _ = load_model_file(cfg.init_from, tok_path)
+      model_args, init_weights = {**dataclasses.asdict(src.args), "dropout": cfg.dropout}, model_weights(src)
   tok_bytes, data_meta = tok.to_bytes(), pretok.load_meta(shard_dir)
+  val_dir = resolve_val_data(cfg.val_data, tok_path)
+  if val_dir: log(f"val loss on --val_data {cfg.val_data}: all of {val_dir}")
+  if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
   # the val split is first read at the first eval, after a train-split eval: too short is an error now, not then
-  pretok.split_windows(shard_dir, data_meta, "val", cfg.max_seq_len)
-  def batches(split: str, state=None):
-    return pretok.PretokDataset(shard_dir, split, cfg.batch_size, cfg.max_seq_len, state=state)
+  if val_dir: pretok.split_windows(val_dir, pretok.load_meta(val_dir), "all", cfg.max_seq_len)
+  else: pretok.split_windows(shard_dir, data_meta, "val", cfg.max_seq_len)
+  def batches(split: str, state=None, shards=shard_dir):
+    return pretok.PretokDataset(shards, split, cfg.batch_size, cfg.max_seq_len, state=state)
 
   # the model, in llama2.c's order of messages (its weights are numpy-initialised: nothing is compiled yet)
   if resume:
     log(f"Resuming training from {cfg.out_dir}")
     if resume.restored_prev: log(f"restored {rdir / CKPT} from {rdir / (CKPT + '.prev')} (a save was cut short)")
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
-  else: log("Initializing a new model from scratch")
-  model = Transformer(ModelArgs(**model_args), seed=None if resume else cfg.seed)
+  else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}")
+  model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed)
   num_params = {group: {"tensors": n, "parameters": p} for group, (n, p) in zip(("decayed", "non-decayed"), model.num_params())}
   for group, n in num_params.items():
     log(f"num {group} parameter tensors: {n['tensors']}, with {n['parameters']:,} parameters")
@@ -447,12 +505,13 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   start_log()
   if not resume: write_atomic(rdir / "tokenizer.tok", tok_bytes)
   run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
-                    data_meta=data_meta, tokenizer={"path": str(tok_path), "kind": tok.kind, "vocab_size": tok.vocab_size,
-                    "sha256": tok.sha256}, versions=versions(),
+                    data_meta=data_meta, val_shard_dir=val_dir and str(val_dir),
+                    tokenizer={"path": str(tok_path), "kind": tok.kind, "vocab_size": tok.vocab_size, "sha256": tok.sha256},
+                    versions=versions(),
                     commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
   write_atomic(config_path, json.dumps(run_config, indent=1))
   iter_num, best_val_loss = (resume.meta["iter_num"], resume.meta["best_val_loss"]) if resume else (0, 1e9)
-  if resume: model.load_state_dict(resume.weights)
+  if init_weights: model.load_state_dict(init_weights)
   set_rng_state(resume.meta["rng_state"] if resume else {"seed": cfg.seed, "counter": None}, device)
 
   steps = TrainSteps(model, cfg)
@@ -460,8 +519,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   def estimate_loss() -> dict[str, float]:
     out = {}
-    for split in ("train", "val"):
-      ds = batches(split)
+    for split, ds in (("train", batches("train")), ("val", batches("all", shards=val_dir) if val_dir else batches("val"))):
       out[split] = float(np.mean([steps.eval_loss(*ds.next_batch()).item() for _ in range(cfg.eval_iters)]))
     return out
 
@@ -494,6 +552,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     raise UserError(f"{what} at step {step}: training stopped; {where} {divergence_advice(cfg)}")
 
   peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
+  if wandb: wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
   t_start = t0 = time.time()
   local_iter, running_mfu, ema_dt = 0, -1.0, None
   while True:
@@ -503,9 +562,13 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
       if not all(map(math.isfinite, losses.values())): diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
-      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if cfg.unembedding == "pinv" else None
+      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if model.args.unembedding == "pinv" else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
+      if wandb:  # llama2.c's series, and its handling of a failure
+        try: wandb.log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "loss/train": losses["train"],
+                        "loss/val": losses["val"], "lr": lr, "mfu": running_mfu * 100}, step=iter_num)
+        except Exception as e: log(f"logging to wandb failed: {e}")
       if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
         best_val_loss = losses["val"]
         if iter_num > 0: checkpoint()
@@ -534,6 +597,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       log(f"interrupted: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
       break
     if iter_num > cfg.max_iters: break
+  if wandb: wandb.finish()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
 
@@ -541,3 +605,4 @@ def versions() -> dict:
   import tinygrad
   return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
           "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"}
+

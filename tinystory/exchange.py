@@ -1,0 +1,98 @@
+"""Models leave for llama2.c and Hugging Face (`export-model`) and come in from them (`load_model_file`):
+docs/exchange.md. The formats themselves are in llama2c.py and hf.py."""
+from pathlib import Path
+import numpy as np
+from tinystory import UserError
+
+FORMATS = {"hf": None, "llama2c": 0, "llama2c-q8": 2}  # format -> llama2.c file version
+
+def unembedding_weights(model) -> dict[str, np.ndarray]:
+  """The model's weights (logical shapes, numpy) with output.weight = the (vocab, dim) unembedding when it is not the
+  embedding: for 'pinv' the pseudo-inverse the model itself computes (its logits of the identity, as sampling does)."""
+  from tinygrad import Tensor
+  from tinystory.checkpoint import model_weights
+  w = model_weights(model)
+  if model.args.unembedding == "pinv": w["output.weight"] = model.logits(Tensor.eye(model.args.dim)).numpy().T.copy()
+  return w
+
+def export_model(run: str, fmt: str, out: str) -> list[Path]:
+  """Write the model of RUN (a run dir, checkpoint dir or run name) and its tokenizer in format `fmt` into dir `out`."""
+  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.sample import load_model
+  from tinystory.tokenizer import load_tokenizer
+  if fmt not in FORMATS: raise UserError(f"--format {fmt!r} is unknown: expected one of {', '.join(FORMATS)}")
+  if not run: raise UserError("give the run to export (a run dir such as runs/out)")
+  ck = resolve_checkpoint(run)
+  model, _ = load_model(ck)
+  tok_path = (ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck) / "tokenizer.tok"
+  if not tok_path.is_file(): raise UserError(f"no tokenizer saved with the run (expected {tok_path})")
+  tok = load_tokenizer(tok_path)
+  out_dir = Path(out)
+  if out_dir.exists() and not out_dir.is_dir(): raise UserError(f"--out {out} is a file: give a directory")
+  if fmt != "hf":  # refused before the pseudo-inverse is computed and anything is written
+    from tinystory.llama2c import check_exportable
+    check_exportable(model.args, tok, FORMATS[fmt])
+  weights = unembedding_weights(model)
+  try: out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as e: raise UserError(f"cannot create --out {out}: {e.strerror}") from None
+  if fmt == "hf":
+    from tinystory.hf import write_hf
+    return write_hf(weights, model.args, tok, out_dir)
+  from tinystory.llama2c import write_llama2c
+  return write_llama2c(weights, model.args, tok, out_dir, FORMATS[fmt])
+
+def is_model_file(path: str) -> bool:
+  """Whether `path` names a model file load_model_file reads (a .bin file, or a directory with config.json and
+  model.safetensors) rather than a tinystory run or checkpoint."""
+  p = Path(path)
+  return (p.is_file() and p.suffix == ".bin") or (p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
+                                                  and not (p / "ckpt.json").is_file())
+
+def load_model_file(path, tokenizer_path=None):
+  """(model, tokenizer) from a model made elsewhere, for sample, eval and train --init_from:
+    - a llama2.c .bin (version 0, 1 or 2; version 2 dequantized) with `tokenizer_path` a tokenizer.bin (run.c's
+      encoder: RunCTokenizer) or a project .tok; default: tokenizer.bin beside the model;
+    - a Hugging Face Llama directory (config.json, model.safetensors) with its tokenizer.json as written by
+      `export-model --format hf` (a project Tokenizer), or `tokenizer_path`.
+  The model is a project Transformer (ffn_bias and unembedding from the file: 'tied' for a shared classifier, else
+  'untied'; the pseudo-inverse of an exported pinv model comes back as that untied matrix). Files are only read as
+  bytes (no pickle); every problem is a UserError naming the file."""
+  from tinystory.model import ModelArgs, Transformer
+  p = Path(path)
+  if p.is_dir():
+    from tinystory.hf import read_hf
+    args, weights = read_hf(p)
+    default_tok = p / "tokenizer.json"
+  else:
+    from tinystory.llama2c import read_model_bin
+    c, weights, _ = read_model_bin(p)
+    args = dict(dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
+                vocab_size=c["vocab_size"], hidden_dim=c["hidden_dim"], max_seq_len=c["seq_len"], dropout=0.0,
+                ffn_bias=False, norm_eps=1e-5)  # run.c's eps
+    weights.pop("freqs_cos", None); weights.pop("freqs_sin", None)  # recomputed by the model, as run.c does
+    default_tok = p.parent / "tokenizer.bin"
+  if "output.weight" in weights and np.array_equal(weights["output.weight"], weights["tok_embeddings.weight"]):
+    del weights["output.weight"]
+  args["unembedding"] = "untied" if "output.weight" in weights else "tied"
+  try: model_args = ModelArgs(**args)
+  except UserError as e: raise UserError(f"{path}: {e}") from None
+  model = Transformer(model_args)
+  try: model.load_state_dict(weights)
+  except UserError as e: raise UserError(f"{path}: {e}") from None
+  return model, load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
+
+def load_any_tokenizer(path: Path, vocab_size: int):
+  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin, which must have `vocab_size` tokens."""
+  from tinystory.tokenizer import FORMAT, load_tokenizer
+  if not path.is_file(): raise UserError(f"tokenizer {path} does not exist: pass --tokenizer (a tokenizer.bin or .tok)")
+  with open(path, "rb") as f: head = f.read(64)
+  if path.suffix == ".json":
+    from tinystory.hf import read_tokenizer_json
+    tok = read_tokenizer_json(path)
+  elif FORMAT.encode() in head: tok = load_tokenizer(path)
+  else:
+    from tinystory.llama2c import read_tokenizer_bin
+    tok = read_tokenizer_bin(path)
+  if tok.vocab_size != vocab_size:
+    raise UserError(f"tokenizer {path} has {tok.vocab_size} tokens but the model has vocab_size={vocab_size}: pass its own tokenizer")
+  return tok
