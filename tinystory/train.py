@@ -402,6 +402,7 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   The run dir is locked for the whole run (one trainer per run dir). What is logged before every input has been checked
   is held back: a run that fails before it starts leaves the run dir as it was (and removes it if it made it)."""
   validate(cfg)
+  if cfg.wandb_log: import_wandb()  # before anything is printed or made (a resume's saved option is checked in _train)
   rdir = run_dir(cfg.out_dir)
   created = create_dirs(rdir, "--out_dir")
   pending, handlers = log_to_pending(), []
