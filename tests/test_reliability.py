@@ -1,7 +1,7 @@
 """Faults injected into real runs: kill -9 during checkpoint saves, then resume; a full disk (RLIMIT_FSIZE) in a child
 process; two trainers on one run dir; unwritable run dirs; a failed data prepare over a good shard dir; a diverging run
 with always_save_checkpoint; resume restoring the run's options. docs/training.md's "What survives what" is this."""
-import json, os, random, re, resource, shutil, signal, subprocess, sys, time
+import json, os, random, re, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
