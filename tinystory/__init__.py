@@ -6,6 +6,10 @@ __version__ = "0.1.0"
 class UserError(Exception):
   """A mistake in the user's input (a file, an option, a value). The CLI prints it as one line and exits 1."""
 
+def write_error(path, e: OSError, note: str = "") -> UserError:
+  """The one-line error for a failed write (disk full, read-only, permission): `raise write_error(path, e) from None`."""
+  return UserError(f"cannot write {path}: {e.strerror or e}" + (f" ({note})" if note else ""))
+
 def write_file(path, data: bytes) -> None:
   """Write `data` to a new or truncated file and fsync it. Created 0666 less the umask (0644 under the usual 022),
   as every file the project writes."""
@@ -34,7 +38,7 @@ def write_atomic(path, data: str | bytes) -> None:
   except OSError as e:
     try: tmp.unlink(missing_ok=True)
     except OSError: pass
-    raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    raise write_error(path, e) from None
 
 def create_dirs(path, what: str) -> Path | None:
   """mkdir -p `path` (`what` names it in errors, e.g. "--out_dir"); returns the topmost directory it created, None if

@@ -9,7 +9,7 @@ written with the safetensors package from numpy arrays (plain file writes, fsync
 import contextlib, fcntl, json, os, shutil
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, fsync_dir, write_file
+from tinystory import UserError, fsync_dir, write_error, write_file
 
 CKPT = "ckpt"
 LOCK = "train.lock"  # held (flock) by the one `train` running in a run dir
@@ -68,7 +68,7 @@ def training_lock(rdir: Path):
   path = rdir / LOCK
   try:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-  except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e} (--out_dir must be a writable directory)") from None
+  except OSError as e: raise write_error(path, e, "--out_dir must be a writable directory") from None
   try:
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -77,7 +77,7 @@ def training_lock(rdir: Path):
     try:
       os.ftruncate(fd, 0)
       os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the messages of the others
-    except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    except OSError as e: raise write_error(path, e) from None
     yield
   finally: os.close(fd)
 
@@ -129,7 +129,7 @@ def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[
     shutil.rmtree(tmp, ignore_errors=True)
     if prev.exists() and not cur.exists():
       with contextlib.suppress(OSError): os.replace(prev, cur)
-    raise UserError(f"cannot write {path}: {e.strerror or e} (checkpoint not saved; the previous one, if any, is kept)") from None
+    raise write_error(path, e, "checkpoint not saved; the previous one, if any, is kept") from None
   shutil.rmtree(prev, ignore_errors=True)
 
 def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:

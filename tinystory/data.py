@@ -25,6 +25,10 @@ ENCODING_ERRORS = ("strict", "replace")
 
 # ---- sources ----
 
+def source_list(option: str) -> list[str]:
+  """The sources of a comma-separated option (--data, --val_data), empty parts dropped."""
+  return [s for s in option.split(",") if s]
+
 def parse_synthetic(source: str) -> int | None:
   """The story count of a `synthetic` / `synthetic:N` source, None for a path."""
   if source == "synthetic": return SYNTHETIC_STORIES

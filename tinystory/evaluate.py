@@ -23,11 +23,10 @@ Only bits per character and per byte compare models with different tokenizers.
 """
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 import numpy as np
 from tinystory import need, need_positive, option, pretok
-from tinystory.data import iter_stories
+from tinystory.data import iter_stories, source_list
 from tinystory.log import log
 
 # *** the text as one stream of token ids ***
@@ -50,11 +49,11 @@ class TokenStream:
 def text_tokens(sources: list[str], tok, split: str | None = None, limit: int | None = None) -> tuple[TokenStream, str]:
   """The token stream of `sources` (raw sources, or one prepared shard directory, whose `split` is read: "val" by
   default) and a description of it. `limit`: raw text is encoded only until that many tokens are there."""
-  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
-    meta = pretok.load_meta(sources[0])
+  if shard_dir := pretok.prepared_dir(sources):
+    meta = pretok.load_meta(shard_dir)
     pretok.check_tokenizer_matches(meta, tok)
     shards = pretok.split_shards(meta, split or "val")
-    return (TokenStream([np.memmap(Path(sources[0]) / s["file"], np.uint16, "r") for s in shards]),
+    return (TokenStream([np.memmap(shard_dir / s["file"], np.uint16, "r") for s in shards]),
             f"{sources[0]} ({split or 'val'} split, {len(shards)} shard{'s' * (len(shards) != 1)})")
   need(not split, f"--split={split} is for a prepared shard directory; --data {','.join(sources)} is raw text")
   chunks, n = [], 0
@@ -140,7 +139,7 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
   returns evaluate's dict with the checkpoint, data and max_seq_len added."""
   from tinystory.device import set_device
   from tinystory.sample import load_for_inference
-  need(bool(sources := [s for s in cfg.data.split(",") if s]), "--data is required: the text to evaluate on (story "
+  need(bool(sources := source_list(cfg.data)), "--data is required: the text to evaluate on (story "
        "files, dirs, globs or synthetic[:N], or a prepared shard dir)")
   need(cfg.split in ("", *pretok.SPLITS), f"--split must be one of {', '.join(pretok.SPLITS)}, got {cfg.split!r}")
   need_positive(cfg, "batch_size")

@@ -4,7 +4,7 @@ The console gets each message as is; a run adds its `train.log` with `log_to_fil
 the user saw (export-log copies lines from it verbatim).
 """
 import contextlib, logging, os, sys
-from tinystory import UserError
+from tinystory import write_error
 
 logger = logging.getLogger("tinystory")
 logger.setLevel(logging.INFO)
@@ -38,7 +38,7 @@ class _FlushingFileHandler(logging.FileHandler):
       if self.stream is None: self.stream = self._open()
       self.stream.write(self.format(record) + self.terminator)
       self.stream.flush()
-    except OSError as e: raise UserError(f"cannot write {self.baseFilename}: {e.strerror or e}") from None
+    except OSError as e: raise write_error(self.baseFilename, e) from None
 
 class _Pending(logging.Handler):
   def __init__(self):
@@ -77,7 +77,7 @@ def drop_torn_line(path) -> None:
       f.seek(max(0, size - (1 << 16)))
       if (tail := f.read()) and not tail.endswith(b"\n"): f.truncate(size - len(tail) + tail.rfind(b"\n") + 1)
   except FileNotFoundError: return
-  except OSError as e: raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+  except OSError as e: raise write_error(path, e) from None
 
 def fmt_duration(s: float) -> str:
   """Seconds as h:mm:ss."""

@@ -28,6 +28,10 @@ SHARD_NAME = re.compile(r"shard_\d{4,}\.bin")
 META_FIELDS = {"vocab_size": int, "bos_id": int, "tokenizer_sha256": str, "tokenizer_path": str, "sources": list,
                "shards": list, "val_fraction": float, "shard_tokens": int, "encoding_errors": str}
 
+def prepared_dir(sources: list[str]) -> Path | None:
+  """The shard directory `sources` name when they are one prepared by `data prepare` (it holds meta.json), else None."""
+  return Path(sources[0]) if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file() else None
+
 def _shard_name(i: int) -> str: return f"shard_{i:04d}.bin"
 
 def _write_json(path: Path, obj) -> None: write_atomic(path, json.dumps(obj, indent=1) + "\n")

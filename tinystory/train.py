@@ -4,11 +4,11 @@ A run lives in one directory (`./runs/<out_dir>`, see checkpoint.run_dir): train
 metrics.jsonl (one JSON object per iteration and per eval), config.json (resolved options, parameter counts, data,
 tokenizer, versions, command lines), tokenizer.tok (a copy) and ckpt/ (the checkpoint, written by checkpoint.py).
 """
-import dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
+import contextlib, dataclasses, json, math, os, platform, shlex, shutil, signal, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic
+from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic, write_error
 from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   save_checkpoint, training_lock, unpadded)
 from tinystory.device import set_device
@@ -145,9 +145,8 @@ def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
   tokenizer fitted (unless a file is given) and shards prepared, in a cache keyed by content (see data.cache_dir)."""
   from tinystory import data, pretok
   from tinystory.tokenizer import fit_tokenizer
-  sources = [s for s in cfg.data.split(",") if s]
-  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
-    shard_dir = Path(sources[0])
+  sources = data.source_list(cfg.data)
+  if shard_dir := pretok.prepared_dir(sources):
     meta = pretok.load_meta(shard_dir)
     tok_path = Path(cfg.tokenizer) if cfg.tokenizer not in ("char", "bpe") else Path(meta["tokenizer_path"])
     pretok.check_tokenizer_matches(meta, check_vocab_size(cfg, tok_path))
@@ -176,13 +175,13 @@ def prepare_cached(sources: list[str], tok_path: Path, tok, key: str | None = No
 def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
   """The shard dir of --val_data (None when not given): a prepared one as it is, raw sources prepared with the run's
   tokenizer into the cache. Every shard of it is val data."""
-  from tinystory import pretok
+  from tinystory import data, pretok
   from tinystory.tokenizer import load_tokenizer
-  if not (sources := [s for s in val_data.split(",") if s]): return None
+  if not (sources := data.source_list(val_data)): return None
   tok = load_tokenizer(tok_path)
-  if len(sources) == 1 and (Path(sources[0]) / "meta.json").is_file():
-    pretok.check_tokenizer_matches(pretok.load_meta(sources[0]), tok)
-    return Path(sources[0])
+  if shard_dir := pretok.prepared_dir(sources):
+    pretok.check_tokenizer_matches(pretok.load_meta(shard_dir), tok)
+    return shard_dir
   return prepare_cached(sources, tok_path, tok)
 
 def import_wandb():
@@ -526,10 +525,15 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   metrics_path = rdir / "metrics.jsonl"
   drop_torn_line(metrics_path)  # a killed run's half-written record
+  try: metrics = open(metrics_path, "a", encoding="utf-8")  # open once: record() runs every iteration
+  except OSError as e: raise write_error(metrics_path, e) from None
   def record(**kw):
     try:
-      with open(metrics_path, "a", encoding="utf-8") as f: f.write(json.dumps(kw) + "\n")
-    except OSError as e: raise UserError(f"cannot write {metrics_path}: {e.strerror or e}") from None
+      metrics.write(json.dumps(kw) + "\n")
+      metrics.flush()
+    except OSError as e:
+      with contextlib.suppress(OSError): metrics.close()  # the unwritten record is dropped, not retried at exit
+      raise write_error(metrics_path, e) from None
 
   saved = (iter_num, rdir / CKPT) if resume else None  # the last good checkpoint: (step, where)
   def checkpoint():
@@ -598,6 +602,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       log(f"interrupted: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
       break
     if iter_num > cfg.max_iters: break
+  metrics.close()
   if wandb: wandb.finish()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
 
