@@ -207,10 +207,18 @@ def _config_pair(ctx, param, values):
 @click.option("--against", type=click.Choice(["torch"]), multiple=True, help="also measure PyTorch (pip install '.[bench]')")
 @click.option("--beam", default=0, show_default=True, help="tinygrad BEAM search width for kernels (slow once, cached)")
 @click.option("--kernels", default=0, show_default=True, metavar="N", help="also list the N slowest kernels of a training step")
-def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, kernels):
-  """Training and sampling speed of the seed config; with --against torch, PyTorch's in the same run, as ratios."""
-  from tinystory.bench import bench as run_bench
-  run_bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path, kernels)
+@click.option("--device", default="cpu", show_default=True, help="the tinygrad device to measure (as train's --device); "
+              "--against torch runs PyTorch on the same hardware (cpu, cuda, mps)")
+@click.option("--repeat", default=3, show_default=True, help="with --against torch: rounds of tinygrad and PyTorch eager "
+              "training, interleaved; the spread of their ratios is reported")
+@click.option("--schedule", type=click.Choice(["cuda", "amd", "cpu"]), help="instead of timing: one training iteration's "
+              "kernels rendered for this backend on tinygrad's NULL device, with estimated FLOPs and bytes (no GPU needed)")
+def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, kernels, device, repeat, schedule):
+  """Training and sampling speed of the seed config; with --against torch, PyTorch's on the same device in the same
+  run, as ratios. With --schedule, the estimated cost of each kernel of a training step instead."""
+  from tinystory import bench as b
+  if schedule: b.schedule(overrides, batch_size, schedule, json_path, kernels or 25)
+  else: b.bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path, kernels, device, repeat)
 
 # ---- train ----
 
@@ -293,14 +301,18 @@ def export_model(run, fmt, out):
   for path in run_export(run, fmt, out): log(f"wrote {path}")
 
 @cli.command()
-@click.argument("run_dir")
-@click.option("--out", type=click.Path(dir_okay=False), help="PNG file to write; default: RUN_DIR/loss.png.")
-@click.option("--logx", is_flag=True, help="Logarithmic iteration axis.")
-def plot(run_dir, out, logx):
-  """Plot RUN_DIR's loss curve (train loss per iteration, smoothed; val loss at evals) to a PNG. Needs matplotlib."""
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False),
+              help="PNG file to write; default: RUN/loss.png for one run, runs/compare.png for several.")
+@click.option("--x", "x", type=click.Choice(["iter", "tokens", "seconds"]), default="iter", show_default=True,
+              help="The horizontal axis: iterations, tokens trained on, or wall-clock seconds of training.")
+@click.option("--logx", is_flag=True, help="Logarithmic horizontal axis.")
+def plot(runs, out, x, logx):
+  """Plot the loss curves of one or more runs (run dirs or names) to a PNG: train loss per iteration, smoothed, and
+  val loss at evals; several runs share one figure, labelled by the options that differ. Needs matplotlib."""
   from tinystory.log import log
-  from tinystory.plot import plot_loss
-  log(f"wrote {plot_loss(run_dir, out, logx)}")
+  from tinystory.plot import plot_runs
+  log(f"wrote {plot_runs(list(runs), out, logx, x)}")
 
 def main():
   """Run the CLI; a usage mistake prints one line (`Error: ...`) and exits 2, a bad value or file exits 1."""

@@ -3,7 +3,7 @@
 Run one measurement per process so peak RSS and torch.compile caches belong to that measurement alone:
   python -m bench.torch_llama --mode train --compile 0 --json
 """
-import argparse, json, math, resource, statistics, time
+import argparse, json, math, os, resource, statistics, time
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -120,37 +120,59 @@ def adamw(model: nn.Module, lr=3e-4, betas=(0.9, 0.99), weight_decay=0.1) -> tor
 
 def peak_rss_mb() -> float: return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
-def measure_train(cfg: dict, batch_size: int, steps: int, compile: bool, threads: int | None = None) -> dict:
+def setup(device: str, threads: int | None) -> torch.device:
+  """The device, with llama2.c's settings: TF32 matmuls allowed on CUDA (train.py sets both flags), `threads` CPU
+  threads (default: every core, as tinygrad uses)."""
+  torch.set_num_threads(threads or os.cpu_count() or 1)
+  torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+  if device == "cuda" and not torch.cuda.is_available(): raise ValueError("--device cuda: this torch has no CUDA device")
+  if device == "mps" and not torch.backends.mps.is_available(): raise ValueError("--device mps: this torch has no MPS device")
+  return torch.device(device)
+
+def sync(dev: torch.device) -> None:
+  """Wait for the device's queued work, so a timer measures it (GPUs run asynchronously)."""
+  if dev.type == "cuda": torch.cuda.synchronize()
+  elif dev.type == "mps": torch.mps.synchronize()
+
+def device_name(dev: torch.device) -> str:
+  if dev.type == "cuda": return torch.cuda.get_device_name(dev)
+  return "Apple GPU (mps)" if dev.type == "mps" else f"CPU, {torch.get_num_threads()} threads"
+
+def measure_train(cfg: dict, batch_size: int, steps: int, compile: bool, threads: int | None = None, device: str = "cpu") -> dict:
   """Time `steps` AdamW steps on random tokens; the first (which compiles) is reported alone, the rest as a median."""
   if steps < 2: raise ValueError(f"steps must be >= 2 (one warm-up step, then timed steps), got {steps}")
-  torch.set_num_threads(threads or 2)
-  model = build(cfg)
+  dev = setup(device, threads)
+  model = build(cfg).to(dev)
   cfg, model_fn = model.cfg, (torch.compile(model) if compile else model)
   opt, gen = adamw(model), torch.Generator().manual_seed(42)
   model.train()
   times = []
   for _ in range(steps):
-    batch = torch.randint(cfg["vocab_size"], (batch_size, cfg["max_seq_len"] + 1), generator=gen)
+    batch = torch.randint(cfg["vocab_size"], (batch_size, cfg["max_seq_len"] + 1), generator=gen).to(dev)
+    sync(dev)
     t0 = time.perf_counter()
     _, loss = model_fn(batch[:, :-1], batch[:, 1:])
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    sync(dev)
     times.append(time.perf_counter() - t0)
   step_s = statistics.median(times[1:])
   return {"first_step_s": times[0], "train_step_s": step_s,
-          "train_tokens_per_s": batch_size * cfg["max_seq_len"] / step_s, "peak_rss_mb": peak_rss_mb()}
+          "train_tokens_per_s": batch_size * cfg["max_seq_len"] / step_s, "peak_rss_mb": peak_rss_mb(),
+          "device": dev.type, "device_name": device_name(dev)}
 
 @torch.inference_mode()
 def measure_sample(cfg: dict, new_tokens: int, window: int, compile: bool = False, threads: int | None = None,
-                   temperature: float = 0.8, top_k: int = 200) -> dict:
+                   temperature: float = 0.8, top_k: int = 200, device: str = "cpu") -> dict:
   """llama2.c sample.py's loop (no KV cache): rerun the model on the last `window` tokens for every new token."""
-  torch.set_num_threads(threads or 2)
-  model = build(cfg).eval()
+  dev = setup(device, threads)
+  model = build(cfg).to(dev).eval()
   if not 1 <= window <= model.cfg["max_seq_len"]: raise ValueError(f"window must be in 1..max_seq_len, got {window}")
   model_fn = torch.compile(model) if compile else model
-  idx = torch.tensor([[1]])  # BOS, as llama2.c's sampler starts from an empty prompt
+  idx = torch.tensor([[1]], device=dev)  # BOS, as llama2.c's sampler starts from an empty prompt
+  sync(dev)
   t0 = time.perf_counter()
   for _ in range(new_tokens):
     logits, _ = model_fn(idx[:, -window:])
@@ -158,7 +180,9 @@ def measure_sample(cfg: dict, new_tokens: int, window: int, compile: bool = Fals
     kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
     probs = F.softmax(logits.masked_fill(logits < kth, -float("inf")), dim=-1)
     idx = torch.cat([idx, torch.multinomial(probs, 1)], dim=1)
-  return {"sample_tokens_per_s": new_tokens / (time.perf_counter() - t0), "peak_rss_mb": peak_rss_mb()}
+  sync(dev)  # multinomial's result is read by the next step anyway; this covers the last one
+  return {"sample_tokens_per_s": new_tokens / (time.perf_counter() - t0), "peak_rss_mb": peak_rss_mb(),
+          "device": dev.type, "device_name": device_name(dev)}
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -169,12 +193,13 @@ def main():
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--new-tokens", type=int, default=200)
   p.add_argument("--window", type=int, default=128)
-  p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--threads", type=int, default=0, help="CPU threads; 0: every core")
+  p.add_argument("--device", choices=["cpu", "cuda", "mps"], default="cpu")
   p.add_argument("--json", action="store_true", help="print one JSON object instead of key: value lines")
   a = p.parse_args()
   try:
-    if a.mode == "train": res = measure_train(a.cfg, a.batch_size, a.steps, bool(a.compile), a.threads)
-    else: res = measure_sample(a.cfg, a.new_tokens, a.window, bool(a.compile), a.threads)
+    if a.mode == "train": res = measure_train(a.cfg, a.batch_size, a.steps, bool(a.compile), a.threads, a.device)
+    else: res = measure_sample(a.cfg, a.new_tokens, a.window, bool(a.compile), a.threads, device=a.device)
   except ValueError as e: p.error(str(e))  # a bad option value: usage line + exit 2, no traceback
   res = {"mode": a.mode, "compile": bool(a.compile), "threads": a.threads, "torch": torch.__version__, **res}
   print(json.dumps(res) if a.json else "\n".join(f"{k}: {v}" for k, v in res.items()))

@@ -37,3 +37,60 @@ def test_negative_kernel_count_is_refused():
 
 def test_bad_config_fails_before_measuring():
   with pytest.raises(UserError, match="dim=16 is not divisible by n_heads=3"): bench.bench({**TINY, "n_heads": 3, "n_kv_heads": 3})
+
+def test_tiny_bench_names_its_device(tmp_path, logged):
+  res = bench.bench(TINY, batch_size=2, steps=1, new_tokens=4)
+  assert res["device"] == "CPU" and res["device_name"].endswith(f"{__import__('os').cpu_count()} cores")
+  assert f"tinygrad ran on CPU: {res['device_name']}" in logged
+
+def fake_workers(monkeypatch, torch_device="cpu"):
+  """run_worker answering from canned numbers, recording the order of the calls: tinygrad's train rounds take 1.0,
+  1.2, 1.1 s a step, torch eager's 1.5, 1.4, 1.6 s."""
+  calls, ours, eager = [], iter([1.0, 1.2, 1.1]), iter([1.5, 1.4, 1.6])
+  def run_worker(cmd, env):
+    mode = cmd[cmd.index("--worker") + 1] if "--worker" in cmd else cmd[cmd.index("--mode") + 1] + cmd[cmd.index("--compile") + 1]
+    calls.append(mode)
+    dev = {"device": "CPU" if "--worker" in cmd else torch_device, "device_name": "a CPU, 2 cores", "peak_rss_mb": 1.0}
+    if mode == "train": return {**dev, "train_step_s": (s := next(ours)), "train_tokens_per_s": 100 / s, "first_step_s": 2.0}
+    if mode == "sample": return {**dev, "sample_tokens_per_s": 50.0, "sample_slide_tokens_per_s": 5.0, "sample_first_s": 1.0}
+    if mode == "train0": return {**dev, "train_step_s": (s := next(eager)), "train_tokens_per_s": 100 / s, "first_step_s": 0.1}
+    if mode == "train1": return {**dev, "train_step_s": 0.5, "train_tokens_per_s": 200.0, "first_step_s": 40.0}
+    return {**dev, "sample_tokens_per_s": 25.0}
+  monkeypatch.setattr(bench, "run_worker", run_worker)
+  monkeypatch.setattr(bench, "torch_available", lambda: True)
+  return calls
+
+def test_against_torch_interleaves_rounds_and_reports_their_spread(monkeypatch, logged):
+  calls = fake_workers(monkeypatch)
+  res = bench.bench(TINY, against=("torch",), repeat=3)
+  assert calls == ["train", "train0", "train", "train0", "train", "train0", "sample", "train1", "sample0"]
+  eager = res["against"]["torch_eager"]
+  assert res["train_step_s"] == 1.1 and res["train_step_s_rounds"] == [1.0, 1.2, 1.1]  # the median round
+  assert eager["train_step_s"] == 1.5 and eager["train_speed_ratios"] == pytest.approx([1.5, 1.4 / 1.2, 1.6 / 1.1])
+  assert eager["train_speed_ratio"] == pytest.approx(1.5 / 1.1) and eager["sample_speed_ratio"] == 2.0
+  assert res["against"]["torch_compile"]["train_speed_ratio"] == pytest.approx(0.5 / 1.1)
+  assert "x train against torch_eager in 3 interleaved rounds: 1.50, 1.17, 1.45 (spread 1.17-1.50); the table shows the " \
+         "median round of each" in logged
+
+def test_no_ratio_between_two_devices(monkeypatch, logged):
+  fake_workers(monkeypatch, torch_device="cuda")  # as if PyTorch had run elsewhere: its rows are shown, not divided
+  res = bench.bench(TINY, against=("torch",), repeat=1)
+  assert all("train_speed_ratio" not in r and "sample_speed_ratio" not in r for r in res["against"].values())
+  assert "torch_eager ran on cuda: a CPU, 2 cores" in logged
+
+def test_bad_device_and_repeat_are_refused():
+  with pytest.raises(UserError, match=r"--device=cuda: tinygrad cannot open CUDA here"): bench.bench(TINY, device="cuda")
+  with pytest.raises(UserError, match=r"--repeat must be positive"): bench.bench(TINY, repeat=0)
+
+def test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little(logged):
+  """The seed config's training iteration rendered for CUDA on the NULL device (no CUDA library here): its estimated
+  FLOPs stay within 1.5x of the model's arithmetic (issue 13's bound: a kernel recomputing a chain per output element
+  would blow it), and the table adds up."""
+  res = bench.schedule(batch_size=64, renderer="cuda", kernels=5)
+  assert res["renderer"] == "CUDARenderer" and res["device"] == "NULL"
+  assert res["model_flops"] == 64 * 128 * (6 * 834_644 + 12 * 4 * 16 * 8 * 128)  # 834,644 parameters
+  assert 1.0 < res["flops_ratio"] <= 1.5, res["flops_ratio"]
+  ks = res["kernels"]
+  assert sum(k["flops"] for k in ks) == res["flops"] and sum(k["count"] for k in ks) == res["kernels_count"] > 400
+  assert [k["flops"] for k in ks] == sorted((k["flops"] for k in ks), reverse=True) and len(logged[-5:]) == 5
+  with pytest.raises(UserError, match="--schedule must be one of cuda, amd, cpu, got 'tpu'"): bench.schedule(renderer="tpu")

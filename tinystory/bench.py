@@ -17,6 +17,22 @@ def peak_rss_mb() -> float:
 
 # *** workers: one measurement each, printing one JSON object ***
 
+def device_name(dev: str) -> str:
+  """What the device is, for the table: the CPU's model and cores, or the GPU's name where the system says it."""
+  if dev.startswith("CPU"):
+    model = platform.processor() or platform.machine()
+    try: model = next(l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines() if l.startswith("model name"))
+    except (OSError, StopIteration): pass
+    return f"{model}, {os.cpu_count()} cores"
+  if dev.split(":")[0] in ("CUDA", "NV"):
+    try: return subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True,
+                               timeout=10).stdout.splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.SubprocessError): pass
+  return dev
+
+# the PyTorch device that runs on the same hardware as a tinygrad backend (ROCm's torch calls AMD GPUs 'cuda' too)
+TORCH_DEVICE = {"CPU": "cpu", "CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "HIP": "cuda", "METAL": "mps"}
+
 def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0) -> dict:
   """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens. kernels > 0:
   then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed."""
@@ -70,18 +86,73 @@ def measure_sample(cfg: dict, new_tokens: int) -> dict:
   return {"sample_first_s": first, "sample_tokens_per_s": window, "sample_slide_tokens_per_s": rate(new_tokens),
           "peak_rss_mb": peak_rss_mb()}
 
+# tinygrad's NULL device schedules, optimises and renders every kernel for a real backend's renderer without running
+# it: DEV=NULL:<renderer>:<arch>. Its kernels' estimated FLOPs and bytes show recomputation without the hardware.
+RENDERERS = {"cuda": "NULL:CUDA:sm_90", "amd": "NULL:HIP:gfx1100", "cpu": "NULL:CLANG:x86_64,native"}
+
+def render_only() -> None:
+  """Replace the vendor compilers (NVRTC, comgr, clang) by one that keeps the source: the NULL device never runs a
+  kernel, so none needs compiling, and none of those libraries need be installed."""
+  from tinygrad.device import Compiler
+  import tinygrad.runtime.support.compiler_amd as amd, tinygrad.runtime.support.compiler_cpu as cpu
+  import tinygrad.runtime.support.compiler_cuda as cuda
+  class SourceOnly(Compiler):
+    def __init__(self, *args, **kwargs): super().__init__(None)
+  cuda.NVRTCCompiler = cuda.NVCCCompiler = amd.HIPCompiler = amd.HIPCCCompiler = cpu.ClangCompiler = SourceOnly
+
+def measure_schedule(cfg: dict, batch_size: int) -> dict:
+  """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
+  bytes (tinygrad's own estimates, from the rendered kernel) summed by kernel name, against llama2.c's estimate of the
+  model's arithmetic. Run with DEV=NULL:... (RENDERERS); a first iteration realises the initial weights first."""
+  from tinygrad.helpers import PARALLEL, ansistrip
+  from tinygrad.uop.ops import Ops
+  render_only()
+  PARALLEL.value = 0  # compile here: a pool's worker processes would import the real compilers again
+  import tinygrad.engine.realize as realize
+  from tinygrad import Device
+  from tinygrad.uop.ops import sym_infer
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainConfig, TrainSteps, flops_per_token
+  import numpy as np
+  model = Transformer(ModelArgs(**cfg), seed=1337)
+  steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"], compile=False))
+  x = np.zeros((batch_size, cfg["max_seq_len"]), np.int64)
+  def iteration(): steps.micro_step(x, x), steps.update(1e-4)
+  iteration()
+  kernels, track = {}, realize.track_stats
+  def record(ctx, call, st, ets):
+    if ctx.update_stats:
+      ast = call.src[0]
+      e, name = realize.estimate_uop(call), ansistrip(ast.arg.name) if ast.op is Ops.PROGRAM else ast.op.name.lower()
+      k = kernels.setdefault(name, {"kernel": name, "count": 0, "flops": 0, "bytes": 0})
+      k["count"], k["flops"], k["bytes"] = k["count"] + 1, k["flops"] + sym_infer(e.ops, ctx.var_vals), k["bytes"] + sym_infer(e.mem, ctx.var_vals)
+    return track(ctx, call, st, ets)
+  realize.track_stats = record
+  try: iteration()
+  finally: realize.track_stats = track
+  model_flops = flops_per_token(model) * batch_size * cfg["max_seq_len"]
+  return {"renderer": type(Device[Device.DEFAULT].renderer).__name__, "device": Device.DEFAULT, "model_flops": model_flops,
+          "kernels_count": sum(k["count"] for k in kernels.values()), "flops": sum(k["flops"] for k in kernels.values()),
+          "bytes": sum(k["bytes"] for k in kernels.values()), "kernels": sorted(kernels.values(), key=lambda k: -k["flops"])}
+
 def worker(argv: list[str]) -> None:
   p = argparse.ArgumentParser()
-  p.add_argument("--worker", choices=["train", "sample"], required=True)
+  p.add_argument("--worker", choices=["train", "sample", "schedule"], required=True)
   p.add_argument("--cfg", type=json.loads, default={})
   p.add_argument("--batch-size", type=int, default=64)
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--new-tokens", type=int, default=500)
   p.add_argument("--kernels", type=int, default=0)
+  p.add_argument("--device", default="cpu")
   a = p.parse_args(argv)
   cfg = {**SEED_MODEL, **a.cfg}
-  out = measure_train(cfg, a.batch_size, a.steps, a.kernels) if a.worker == "train" else measure_sample(cfg, a.new_tokens)
-  print(json.dumps(out))
+  if a.worker != "schedule":  # the schedule worker runs on the NULL device its DEV names
+    from tinystory.device import set_device
+    set_device(a.device)
+  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels) if a.worker == "train" else
+         measure_schedule(cfg, a.batch_size) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
+  from tinygrad import Device
+  print(json.dumps({**out, "device": Device.DEFAULT, "device_name": device_name(Device.DEFAULT)}))
 
 # *** the bench command: run the workers, print ratios ***
 
@@ -97,56 +168,112 @@ def torch_available() -> bool:
   return find_spec("torch") is not None
 
 def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, new_tokens: int = 500,
-          against: tuple[str, ...] = (), beam: int = 0, json_path: str | None = None, kernels: int = 0) -> dict:
-  """Measure tinygrad training and sampling (and PyTorch's, with against=('torch',)); log a table, return the results."""
+          against: tuple[str, ...] = (), beam: int = 0, json_path: str | None = None, kernels: int = 0,
+          device: str = "cpu", repeat: int = 3) -> dict:
+  """Measure tinygrad training and sampling on `device` (and PyTorch's on the same hardware, with against=('torch',):
+  `repeat` rounds of tinygrad then PyTorch eager training, interleaved, so that both see the same machine load); log
+  a table, return the results. Ratios are only computed between measurements on the same device."""
+  from tinystory.device import set_device
   from tinystory.model import ModelArgs
   cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)  # validate before spending minutes
-  if steps < 1 or new_tokens < 1 or batch_size < 1: raise UserError("--steps, --new-tokens and --batch-size must be positive")
+  if steps < 1 or new_tokens < 1 or batch_size < 1 or repeat < 1:
+    raise UserError("--steps, --new-tokens, --batch-size and --repeat must be positive")
   if kernels < 0: raise UserError(f"--kernels must be >= 0 (0: no kernel table), got {kernels}")
+  dev = set_device(device)
+  torch_device = TORCH_DEVICE.get(dev.split(":")[0])
   if "torch" in against and not torch_available():
     raise UserError("--against torch needs PyTorch: pip install '.[bench]' (a CPU build: pip install torch==2.13.0)")
+  if "torch" in against and torch_device is None: raise UserError(f"--against torch: PyTorch has no device for tinygrad's {dev}")
   env = {**os.environ, **({"BEAM": str(beam)} if beam else {})}
-  args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens)]
+  args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens),
+          "--device", device]
+  rounds = repeat if "torch" in against else 1
   res = {"config": cfg, "batch_size": batch_size, "beam": beam, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-         "loadavg_before": os.getloadavg()[0]}
+         "loadavg_before": os.getloadavg()[0], "rounds": rounds}
   log(f"bench: {ModelArgs(**cfg)}, batch {batch_size}, {steps} timed steps after warm-up (tinygrad 3 steps, torch 1)")
-  log("tinygrad: training ...")
-  res.update(run_worker(["tinystory.bench", "--worker", "train", *args, "--kernels", str(kernels)], env))
-  log("tinygrad: sampling ...")
+  targs = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps + 1),
+           "--new-tokens", str(cfg["max_seq_len"] - 1), "--window", str(cfg["max_seq_len"]), "--json", "--device", str(torch_device)]
+  ours, eager = [], []
+  for r in range(rounds):
+    of = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
+    log(f"tinygrad: training on {dev}{of} ...")
+    ours.append(run_worker(["tinystory.bench", "--worker", "train", *args, "--kernels", str(kernels if r == 0 else 0)], env))
+    if "torch" in against:
+      log(f"torch_eager: training on {torch_device}{of} ...")
+      eager.append(run_worker(["bench.torch_llama", "--mode", "train", "--compile", "0", *targs], env))
+  res.update(median_run(ours), device_name=ours[0]["device_name"])
+  log(f"tinygrad: sampling on {dev} ...")
   s = run_worker(["tinystory.bench", "--worker", "sample", *args], env)
   res.update(sample_tokens_per_s=s["sample_tokens_per_s"], sample_slide_tokens_per_s=s["sample_slide_tokens_per_s"],
              sample_first_s=s["sample_first_s"], sample_peak_rss_mb=s["peak_rss_mb"])
   if "torch" in against:
-    targs = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps + 1),
-             "--new-tokens", str(cfg["max_seq_len"] - 1), "--window", str(cfg["max_seq_len"]), "--json"]
-    res["against"] = {}
-    for name, compile in (("torch_eager", 0), ("torch_compile", 1)):
-      log(f"{name}: training ...")
-      res["against"][name] = run_worker(["bench.torch_llama", "--mode", "train", "--compile", str(compile), *targs], env)
-    log("torch_eager: sampling (llama2.c's sample.py: no KV cache) ...")
+    res["against"] = {"torch_eager": median_run(eager)}
+    log(f"torch_compile: training on {torch_device} ...")
+    res["against"]["torch_compile"] = run_worker(["bench.torch_llama", "--mode", "train", "--compile", "1", *targs], env)
+    log(f"torch_eager: sampling on {torch_device} (llama2.c's sample.py: no KV cache) ...")
     ts = run_worker(["bench.torch_llama", "--mode", "sample", "--compile", "0", *targs], env)
     res["against"]["torch_eager"].update(sample_tokens_per_s=ts["sample_tokens_per_s"], sample_peak_rss_mb=ts["peak_rss_mb"])
     for name, r in res["against"].items():
+      if r["device"] != torch_device: continue  # never a ratio between two devices
       r["train_speed_ratio"] = res["train_tokens_per_s"] / r["train_tokens_per_s"]
       if "sample_tokens_per_s" in r: r["sample_speed_ratio"] = res["sample_tokens_per_s"] / r["sample_tokens_per_s"]
+    # each round's ratio, from measurements taken back to back: the spread is the machine's noise
+    res["against"]["torch_eager"]["train_speed_ratios"] = [o["train_tokens_per_s"] / e["train_tokens_per_s"] for o, e in zip(ours, eager)]
   res["loadavg_after"] = os.getloadavg()[0]
   for line in report(res) + kernel_table(res): log(line)
   if json_path: write_atomic(json_path, json.dumps(res, indent=1))
   return res
+
+def schedule(overrides: dict | None = None, batch_size: int = 64, renderer: str = "cuda", json_path: str | None = None,
+             kernels: int = 25) -> dict:
+  """`bench --schedule RENDERER`: the kernels of one training iteration as tinygrad would run them on RENDERER's
+  backend, scheduled and rendered on the NULL device (no such hardware needed; nothing runs), with their estimated
+  FLOPs and bytes against the model's arithmetic; log a table, return the results."""
+  from tinystory.model import ModelArgs
+  cfg = {**SEED_MODEL, **(overrides or {})}
+  ModelArgs(**cfg)
+  if batch_size < 1: raise UserError("--batch-size must be positive")
+  if renderer not in RENDERERS: raise UserError(f"--schedule must be one of {', '.join(RENDERERS)}, got {renderer!r}")
+  log(f"schedule: {ModelArgs(**cfg)}, batch {batch_size}, one training iteration rendered for {renderer} "
+      f"(DEV={RENDERERS[renderer]}: estimated, nothing runs) ...")
+  res = run_worker(["tinystory.bench", "--worker", "schedule", "--cfg", json.dumps(cfg), "--batch-size", str(batch_size)],
+                   {**os.environ, "DEV": RENDERERS[renderer]})
+  res.update(config=cfg, batch_size=batch_size, flops_ratio=res["flops"] / res["model_flops"])
+  log(f"{res['kernels_count']} kernels ({res['renderer']}): {res['flops'] / 1e9:,.1f} GFLOP estimated, "
+      f"{res['flops_ratio']:.2f}x the model's {res['model_flops'] / 1e9:,.1f} GFLOP (llama2.c's 6N + 12LHQT per token), "
+      f"{res['bytes'] / 1e9:,.2f} GB read and written")
+  log(f"the {min(kernels, len(res['kernels']))} kernels with the most estimated FLOPs (summed over their launches):")
+  log(f"{'GFLOP':>8} {'share':>6} {'count':>6} {'MB':>8}  kernel")
+  for k in res["kernels"][:kernels]:
+    log(f"{k['flops'] / 1e9:8.2f} {k['flops'] / res['flops']:6.1%} {k['count']:6d} {k['bytes'] / 1e6:8.1f}  {k['kernel']}")
+  if json_path: write_atomic(json_path, json.dumps(res, indent=1))
+  return res
+
+def median_run(runs: list[dict]) -> dict:
+  """The run with the median training step of `runs` (an odd count: a real run, not an average), with every run's
+  step time kept."""
+  best = sorted(runs, key=lambda r: r["train_step_s"])[(len(runs) - 1) // 2]
+  return {**best, "train_step_s_rounds": [r["train_step_s"] for r in runs]} if len(runs) > 1 else best
 
 def report(res: dict) -> list[str]:
   cols = [("step s", "train_step_s", ".3f"), ("tok/s", "train_tokens_per_s", ",.0f"), ("first s", "first_step_s", ".1f"),
           ("RSS MB", "peak_rss_mb", ",.0f"), ("sample tok/s", "sample_tokens_per_s", ",.0f"),
           ("x train", "train_speed_ratio", ".2f"), ("x sample", "sample_speed_ratio", ".2f")]
   cell = lambda r, k, f, w: format(r[k], f).rjust(w) if r.get(k) is not None else "-".rjust(w)
+  rows = [("tinygrad", res)] + list(res.get("against", {}).items())
   lines = [f"{'':14}" + "".join(f"{h:>14}" for h, _, _ in cols)]
-  for name, r in [("tinygrad", res)] + list(res.get("against", {}).items()):
-    lines.append(f"{name:14}" + "".join(cell(r, k, f, 14) for _, k, f in cols))
+  lines += [f"{name:14}" + "".join(cell(r, k, f, 14) for _, k, f in cols) for name, r in rows]
+  lines += [f"{name} ran on {r['device']}: {r['device_name']}" for name, r in rows]
   lines.append(f"sample tok/s: filling one {res['config']['max_seq_len']}-token window from BOS (tinygrad: KV cache; "
                f"torch: llama2.c's sample.py, no cache); tinygrad with llama2.c's exact sliding window past it: "
                f"{res['sample_slide_tokens_per_s']:,.0f} tok/s")
-  lines.append(f"x = tinygrad's speed / that row's; load average {res['loadavg_before']:.1f} before, {res['loadavg_after']:.1f} after")
+  if ratios := res.get("against", {}).get("torch_eager", {}).get("train_speed_ratios"):
+    if len(ratios) > 1:
+      lines.append(f"x train against torch_eager in {len(ratios)} interleaved rounds: {', '.join(f'{r:.2f}' for r in ratios)} "
+                   f"(spread {min(ratios):.2f}-{max(ratios):.2f}); the table shows the median round of each")
+  lines.append(f"x = tinygrad's speed / that row's, only between rows on the same device; load average "
+               f"{res['loadavg_before']:.1f} before, {res['loadavg_after']:.1f} after")
   return lines
 
 def kernel_table(res: dict) -> list[str]:

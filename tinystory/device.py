@@ -1,12 +1,36 @@
-"""The tinygrad device for `--device`, named as llama2.c/torch name it."""
+"""The tinygrad device for `--device`, named as llama2.c/torch name it; a comma-separated list (cuda:0,cuda:1) is data
+parallel training over those devices (docs/devices.md)."""
+import numpy as np
 from tinystory import UserError
 
-def set_device(name: str) -> str:
-  """Map a llama2.c/torch device name to tinygrad's and make it the default ('cpu' -> CPU, 'cuda:0' -> CUDA)."""
+def tinygrad_device(name: str, given: str) -> str:
+  """'cpu' -> CPU, 'mps' -> METAL, 'cuda:1' -> CUDA:1 (tinygrad's name), checked to open here. `given`: the option
+  as typed, for errors."""
   from tinygrad import Device
-  from tinygrad.helpers import DEV
-  dev = {"cpu": "CPU", "mps": "METAL"}.get(name.lower(), name.split(":")[0].upper())
+  base, _, index = name.strip().partition(":")
+  dev = {"cpu": "CPU", "mps": "METAL"}.get(base.lower(), base.upper()) + (f":{index}" if index else "")
+  if index and not index.isdigit(): raise UserError(f"{given}: expected DEVICE or DEVICE:N (e.g. cuda:1), got {name!r}")
   try: Device[dev]
-  except Exception as e: raise UserError(f"--device={name}: tinygrad cannot open {dev} here ({type(e).__name__}: {e})") from None
-  DEV.value = dev
-  return Device.DEFAULT
+  except Exception as e: raise UserError(f"{given}: tinygrad cannot open {dev} here ({type(e).__name__}: {e})") from None
+  return Device.canonicalize(dev)
+
+def set_device(name: str, several: bool = False, option: str = "--device") -> str | tuple[str, ...]:
+  """Make `name` tinygrad's default device and return tinygrad's name for it. With `several`, a comma-separated list
+  is allowed: the default is its first device and the tuple of all is returned (for Tensor.shard)."""
+  from tinygrad.helpers import DEV
+  names = name.split(",")
+  if len(names) > 1 and not several:
+    raise UserError(f"{option}={name}: one device here (several, comma-separated, are for data parallel training)")
+  devices = tuple(tinygrad_device(n, f"{option}={name}") for n in names)
+  if len(set(devices)) < len(devices): raise UserError(f"{option}={name}: a device is listed twice")
+  base = devices[0].split(":")[0]  # tinygrad's DEV names a backend (DEV=CUDA), not one of its devices
+  if len(devices) == 1 and devices[0] != base:
+    raise UserError(f"{option}={name}: a single device is the backend's first one here: pick the GPU with e.g. "
+                    f"CUDA_VISIBLE_DEVICES={devices[0].split(':')[1]} and --device={base.lower()}")
+  DEV.value = base
+  return devices if len(devices) > 1 else devices[0]
+
+def tensor_like(t, arr: np.ndarray):
+  """arr as a tensor on t's device, sharded as t is (replicated, or split along the same axis): what t.assign takes."""
+  from tinygrad import Tensor
+  return Tensor(arr).shard(t.device, t.uop.axis) if isinstance(t.device, tuple) else Tensor(arr, device=t.device)

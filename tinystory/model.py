@@ -168,9 +168,9 @@ def silu(x: Tensor, saved: bool = True) -> Tensor:
   False (decoding has no backward: there the stored copy would cost a kernel)."""
   return x * (1 + (exp_saved(-x) if saved else (-x).exp())).reciprocal()
 
-def causal_mask(T: int, start_pos: int | UOp = 0, keys: int | None = None) -> Tensor:
+def causal_mask(T: int, start_pos: int | UOp = 0, keys: int | None = None, device: str | tuple[str, ...] | None = None) -> Tensor:
   """(T, keys) of 0 / -inf (keys: T by default): query t, at position start_pos + t, sees keys 0..start_pos + t."""
-  return Tensor.full((T, T if keys is None else keys), float("-inf")).triu(start_pos + 1)
+  return Tensor.full((T, T if keys is None else keys), float("-inf"), device=device).triu(start_pos + 1)
 
 class Transformer:
   def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16):
@@ -201,7 +201,7 @@ class Transformer:
     a, w, T = self.args, self.weights, h.shape[1]
     if T > a.max_seq_len: raise UserError(f"sequence of {T} tokens is longer than max_seq_len={a.max_seq_len}")
     cos, sin = self.freqs_cos[start_pos:start_pos + T], self.freqs_sin[start_pos:start_pos + T]
-    mask = causal_mask(T, start_pos, T if cache is None or is_start(start_pos) else a.max_seq_len)
+    mask = causal_mask(T, start_pos, T if cache is None or is_start(start_pos) else a.max_seq_len, h.device)
     for i in range(a.n_layers):
       h = h + self.attention(i, rms_norm(h, w[f"layers.{i}.attention_norm.weight"], a.norm_eps), cos, sin, mask,
                              start_pos, cache)
@@ -299,7 +299,16 @@ class Transformer:
     if unknown := [n for n in sd if n not in self.shapes]: raise UserError(f"state dict has unknown {name_list(unknown)}")
     for n, s in self.shapes.items():
       if sd[n].shape != s: raise UserError(f"state dict {n} has shape {list(sd[n].shape)}, expected {list(s)}")
-    for n, t in self.weights.items(): t.assign(Tensor(pad_array(sd[n].astype(np.float32), t.shape))).realize()
+    from tinystory.device import tensor_like
+    for n, t in self.weights.items(): t.assign(tensor_like(t, pad_array(sd[n].astype(np.float32), t.shape))).realize()
+
+  def shard(self, devices: tuple[str, ...]) -> "Transformer":
+    """Data parallel: every weight (and the RoPE tables) replicated on each of `devices`, in place. A batch sharded
+    on axis 0 then runs a slice per device and tinygrad all-reduces what the slices share (the loss, the gradients)."""
+    # realized here: left lazy, each use would copy it again, and tinygrad 0.14 fails to schedule a step in which the
+    # embedding's gather and the pinv read two lazy copies of E
+    for t in [*self.weights.values(), self.freqs_cos, self.freqs_sin]: t.shard_(devices).realize()
+    return self
 
 class KVCache:
   """What decoding one sequence keeps between forwards: each layer's keys and values, (2, 1, kv_heads, max_seq_len,
@@ -323,7 +332,7 @@ def is_start(start_pos: int | UOp) -> bool:
 def embed(E: Tensor, tokens: Tensor) -> Tensor:
   """Rows of E for each token. Written as a masked sum, which tinygrad turns into a gather (a one-hot matmul costs a
   (tokens x vocab x dim) matmul); the backward sums each row's gradients in the same order as the matmul did."""
-  is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0])  # (B, T, vocab)
+  is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0]).to(E.device)  # (B, T, vocab)
   return is_token.unsqueeze(-1).where(E, 0).sum(-2)
 
 def name_list(names: list[str], most: int = 3) -> str:

@@ -33,11 +33,11 @@ def newton_schulz_steps(n: int, max_cond: float = MAX_GRAM_COND, tol: float = NE
 def spd_inverse(M: Tensor) -> Tensor:
   """Inverse of a symmetric positive definite M with cond(M) <= MAX_GRAM_COND, by scaled Newton–Schulz."""
   n = M.shape[0]
-  X = Tensor.eye(n, dtype=M.dtype) / (M * M).sum().sqrt()
+  X = Tensor.eye(n, dtype=M.dtype).to(M.device) / (M * M).sum().sqrt()
   # the lower bound a of the spectrum lives on the device: a Python float would be a different constant in every
   # step's kernel (one compile per step); as a buffer, all steps share the same kernels. float64: c = 2/(1+a) must
   # not round to 2, which would send the eigenvalue 1 to 0
-  a = Tensor.full((), 1 / (MAX_GRAM_COND * math.sqrt(n)), dtype=dtypes.float64).contiguous()
+  a = Tensor.full((), 1 / (MAX_GRAM_COND * math.sqrt(n)), dtype=dtypes.float64, device=M.device).contiguous()
   for _ in range(newton_schulz_steps(n)):
     c = (2 / (1 + a)).cast(M.dtype)
     X = 2 * c * X - c * c * (X @ (M @ X).contiguous())

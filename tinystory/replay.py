@@ -26,6 +26,7 @@ def host_view(t) -> np.ndarray | None:
   """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else
   None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
   from tinygrad.dtype import _to_np_dtype
+  if isinstance(t.device, tuple): return None  # on several devices (Tensor.shard)
   buf = t.uop.buffer
   if not hasattr(buf.allocator, "_as_buffer"): return None
   return np.frombuffer(buf.as_memoryview(force_zero_copy=True), _to_np_dtype(t.dtype)).reshape(t.shape)
@@ -36,12 +37,12 @@ def read(t) -> np.ndarray:
 
 def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
   """Write arr into the realized tensor t (same shape and dtype), through `view` = host_view(t) where there is one."""
-  from tinygrad import Tensor
   from tinygrad.dtype import _to_np_dtype
+  from tinystory.device import tensor_like
   if arr.shape != t.shape or arr.dtype != _to_np_dtype(t.dtype):
     raise ValueError(f"expected {np.dtype(_to_np_dtype(t.dtype))} values of shape {t.shape}, got {arr.dtype} {arr.shape}")
   if view is not None: view[:] = arr
-  else: t.assign(Tensor(arr, device=t.device)).realize()
+  else: t.assign(tensor_like(t, arr)).realize()
 
 class Helpers:
   """Threads that each run one kernel part when told to: go[i] starts helper i on job[i], done[i] says it finished.
@@ -138,7 +139,8 @@ def kernel_replay(jit, inputs: tuple) -> Replay | None:
   kernels, var_args = [], {}
   for call in jit.captured.linear.src:
     if (ast := call.src[0]).op is not Ops.PROGRAM or not all(isinstance(s, int) for s in ast.arg.global_size): return None
-    prg = get_runtime(dev := call.src[1].device, ast)
+    if isinstance(dev := call.src[1].device, tuple): return None  # one kernel on several devices (Tensor.shard)
+    prg = get_runtime(dev, ast)
     if not isinstance(prg, CPUProgram) or prg.lvp: return None
     resolved = resolve_params(call, input_uops)
     if len(per_device := list(unwrap_multi(call, [resolved[i] for i in ast.arg.globals]))) != 1: return None

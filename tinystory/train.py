@@ -80,7 +80,8 @@ class TrainConfig:
   lr_decay_iters: int = option(0, "iteration at which the cosine decay reaches min_lr; 0: max_iters")
   min_lr: float = option(0.0, "learning rate at the end of the decay and after it")
   # system
-  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
+  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd; several, comma-separated (cuda:0,cuda:1): "
+                       "data parallel, each micro-batch split between them (docs/devices.md)")
   dtype: str = option("float32", "float32 | bfloat16 | float16: as llama2.c, the CPU trains in float32 whatever it "
                       "says; other devices take float32 only, for now")
   compile: bool = option(True, "TinyJit-compiled steps (False runs eagerly: same numbers, slower)")
@@ -108,6 +109,9 @@ def validate(cfg: TrainConfig) -> None:
   need(cfg.vocab_source == "custom", f"--vocab_source={cfg.vocab_source!r} is not available: only 'custom' (a tokenizer "
        "fitted with `tokenizer fit` or on the fly); Meta's Llama 2 tokenizer cannot be downloaded by this project")
   need(cfg.dtype in ("float32", "bfloat16", "float16"), f"--dtype must be float32, bfloat16 or float16, got {cfg.dtype!r}")
+  devices = len(cfg.device.split(","))
+  need(cfg.batch_size % devices == 0, f"--batch_size={cfg.batch_size} must be a multiple of the {devices} devices of "
+       f"--device={cfg.device}: each gets an equal shard of every micro-batch")
   need(cfg.min_lr <= cfg.learning_rate, f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
 
 # *** learning rate, optimizer ***
@@ -200,17 +204,23 @@ def check_vocab_size(cfg: TrainConfig, tok_path: Path):
 
 # *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
 
-def rng_state(device: str) -> dict:
+def rng_state(device: str | tuple[str, ...]) -> dict:
+  """The seed and the first device's counter; data parallel adds the other devices' counters (more_counters)."""
   from tinygrad import Tensor
-  counter = Tensor._device_rng_counters.get(device)
-  return {"seed": Tensor._seed, "counter": counter.numpy().tolist() if counter is not None else None}
+  counters = [c.numpy().tolist() if (c := Tensor._device_rng_counters.get(d)) is not None else None
+              for d in (device if isinstance(device, tuple) else (device,))]
+  return {"seed": Tensor._seed, "counter": counters[0], **({"more_counters": counters[1:]} if len(counters) > 1 else {})}
 
-def set_rng_state(state: dict, device: str) -> None:
+def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
+  """Restore rng_state's counters, the devices' seeds created in order as the first dropout creates them. A device the
+  state has no counter for (a run resumed on more devices) starts its own."""
   from tinygrad import Tensor
   Tensor.manual_seed(state["seed"])
-  if state["counter"] is not None:
-    Tensor._next_counter(device, 0)  # creates the device's seed and counter
-    Tensor._device_rng_counters[device].assign(Tensor(np.array(state["counter"], np.uint32), device=device)).realize()
+  counters = [state["counter"], *state.get("more_counters", [])]
+  for d, counter in zip(device if isinstance(device, tuple) else (device,), counters):
+    if counter is None: break
+    Tensor._next_counter(d, 0)  # creates the device's seed and counter
+    Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()
 
 # *** one training iteration: compiled steps and the optimizer state they update ***
 
@@ -228,10 +238,13 @@ class TrainSteps:
     LRU.value = 0
     self.model, self.cfg, self.opt_step = model, cfg, 0
     self.params = model.parameters()
-    zeros = lambda *shape, dtype=dtypes.float32: Tensor.zeros(*shape, dtype=dtype).contiguous().realize()
+    # on several devices (model.shard) the optimizer state is replicated like the weights and each batch is split
+    devices = model.weights["norm.weight"].device
+    on = (lambda t, axis=None: t.shard(devices, axis)) if isinstance(devices, tuple) else (lambda t, axis=None: t)
+    zeros = lambda *shape, dtype=dtypes.float32, axis=None: on(Tensor.zeros(*shape, dtype=dtype), axis).contiguous().realize()
     self.exp_avg, self.exp_avg_sq, self.grad_acc = ([zeros(*p.shape) for p in self.params] for _ in range(3))
     self.decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in self.params]
-    self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64) for _ in ("x", "y"))
+    self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
     self.lr_step = (zeros(1), zeros(1))
     self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
     self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
@@ -282,22 +295,24 @@ class TrainSteps:
     return out
 
   def load_optimizer_state(self, state: dict[str, np.ndarray], opt_step: int) -> None:
-    from tinygrad import Tensor
+    from tinystory.device import tensor_like
     from tinystory.model import pad_array
     self.opt_step = opt_step
     for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
       for t, key in ((m, "exp_avg." + n), (v, "exp_avg_sq." + n)):
         if key not in state: raise UserError(f"checkpoint optimizer state lacks {key}")
-        t.assign(Tensor(pad_array(state[key].astype(np.float32), t.shape))).realize()
+        t.assign(tensor_like(t, pad_array(state[key].astype(np.float32), t.shape))).realize()
 
 # *** the run ***
 
-def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
-  """llama2.c's estimate (PaLM appendix B): 6N + 12 L H Q T flops per token, against peak_flops."""
+def flops_per_token(model) -> float:
+  """llama2.c's estimate (PaLM appendix B) of a training step's arithmetic: 6N + 12 L H Q T flops per token."""
   a = model.args
-  n = sum(n for _, n in model.num_params())
-  flops_per_token = 6 * n + 12 * a.n_layers * a.n_heads * a.head_dim * a.max_seq_len
-  return flops_per_token * tokens_per_iter / dt / peak_flops
+  return 6 * sum(n for _, n in model.num_params()) + 12 * a.n_layers * a.n_heads * a.head_dim * a.max_seq_len
+
+def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> float:
+  """llama2.c's model flops utilisation: flops_per_token * tokens_per_iter per dt, against peak_flops."""
+  return flops_per_token(model) * tokens_per_iter / dt / peak_flops
 
 class Interrupted:
   """SIGINT sets a flag that the loop checks between steps (so a step is never cut in half); a second Ctrl-C aborts."""
@@ -336,8 +351,9 @@ def load_resume(rdir: Path) -> Resume:
     if key not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {key!r}: it cannot be resumed (it can be sampled)")
     check_field(meta, key, kind, ck)
   rng, u32 = meta["rng_state"], lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 32
-  if not (u32(rng.get("seed")) and (rng.get("counter") is None or isinstance(rng["counter"], list) and len(rng["counter"]) == 2
-                                    and all(map(u32, rng["counter"])))):
+  counter = lambda c: c is None or isinstance(c, list) and len(c) == 2 and all(map(u32, c))
+  more = rng.get("more_counters", [])
+  if not (u32(rng.get("seed")) and counter(rng.get("counter")) and isinstance(more, list) and all(map(counter, more))):
     raise UserError(f"checkpoint {ck / 'ckpt.json'}: rng_state {json.dumps(rng)[:60]} is not a seed and a counter of two uint32")
   for n, shape in param_shapes(args, args.vocab_size, args.hidden_size).items():
     for key in ("exp_avg." + n, "exp_avg_sq." + n):
@@ -447,9 +463,10 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   if resume: cfg, changes = resumed_config(cfg, resume, overrides)
   else: check_scratch(rdir, cfg)
   wandb = import_wandb() if cfg.wandb_log else None
-  device = set_device(cfg.device)
+  device = set_device(cfg.device, several=True)
+  on_cpu = all(d.startswith("CPU") for d in (device if isinstance(device, tuple) else (device,)))
   # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
-  if cfg.dtype != "float32" and device != "CPU": raise UserError(f"--dtype={cfg.dtype} is not supported on {device} yet: use --dtype=float32")
+  if cfg.dtype != "float32" and not on_cpu: raise UserError(f"--dtype={cfg.dtype} is not supported on {cfg.device} yet: use --dtype=float32")
   tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.max_seq_len
   log(f"tokens per iteration will be: {tokens_per_iter:,}")
   log(f"breaks down as: {cfg.gradient_accumulation_steps} grad accum steps * 1 processes * {cfg.batch_size} batch size * {cfg.max_seq_len} max seq len")
@@ -489,6 +506,10 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
   else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}")
   model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed)
+  if isinstance(device, tuple):
+    model.shard(device)
+    log(f"data parallel over {len(device)} devices ({', '.join(device)}): each micro-batch of {cfg.batch_size} is split "
+        f"into {len(device)} shards of {cfg.batch_size // len(device)}, the gradients all-reduced")
   num_params = {group: {"tensors": n, "parameters": p} for group, (n, p) in zip(("decayed", "non-decayed"), model.num_params())}
   for group, n in num_params.items():
     log(f"num {group} parameter tensors: {n['tensors']}, with {n['parameters']:,} parameters")
@@ -556,7 +577,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
              else "no checkpoint was saved: start again with")
     raise UserError(f"{what} at step {step}: training stopped; {where} {divergence_advice(cfg)}")
 
-  peak = cfg.peak_flops or (3e11 if device == "CPU" else 312e12)
+  peak = cfg.peak_flops or (3e11 if on_cpu else 312e12)
   if wandb: wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
   t_start = t0 = time.time()
   local_iter, running_mfu, ema_dt = 0, -1.0, None

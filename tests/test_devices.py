@@ -1,0 +1,60 @@
+"""Data parallel training over several devices (`--device=cpu:0,cpu:1`: tinygrad's virtual CPU devices, Tensor.shard):
+the same run as on one device within float tolerance, the same checkpoint format, exact resume (dropout masks drawn
+per device included), and one-line errors for device lists that cannot work."""
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from cli import cli
+from tinystory.checkpoint import load_checkpoint
+from test_train import run_train
+from test_train_step import RESUME, exact_losses, interrupt_after_update
+
+TWO = "--device=cpu:0,cpu:1"
+SAME = ["--max_iters=5", "--eval_interval=5", "--dropout=0", "--gradient_accumulation_steps=2", "--warmup_iters=2",
+        "--learning_rate=1e-2", "--always_save_checkpoint=True"]
+
+def test_two_devices_train_as_one(tmp_path):
+  """5 iterations of 2 accumulated micro-batches, pinv unembedding: losses, evals, weights and AdamW moments agree with
+  one device's to float rounding (the all-reduce adds the two halves' gradients in another order)."""
+  res, one = run_train(tmp_path, *SAME, name="one")
+  assert res.exit_code == 0, res.output
+  res, two = run_train(tmp_path, *SAME, TWO, name="two")
+  assert res.exit_code == 0, res.output
+  assert "data parallel over 2 devices (CPU, CPU:1): each micro-batch of 4 is split into 2 shards of 2" in res.output
+  (i1, l1), (i2, l2) = (zip(*exact_losses(r)) for r in (one, two))
+  assert i1 == i2 == (0, 1, 2, 3, 4, 5) and np.allclose(l1, l2, rtol=1e-5, atol=0) and l1[-1] < l1[0] - 1
+  (m1, w1, o1), (m2, w2, o2) = load_checkpoint(one), load_checkpoint(two)
+  assert m1["iter_num"] == m2["iter_num"] == 5 and m1["best_val_loss"] == pytest.approx(m2["best_val_loss"], rel=1e-5)
+  for a, b in ((w1, w2), (o1, o2)):  # the same names and shapes: a checkpoint does not know how it was trained
+    assert {n: v.shape for n, v in a.items()} == {n: v.shape for n, v in b.items()}
+    for n in a: np.testing.assert_allclose(b[n], a[n], rtol=1e-4, atol=1e-6 * np.abs(a[n]).max(), err_msg=n)
+
+def test_two_devices_resume_exactly(tmp_path, monkeypatch):
+  """Ctrl-C after iteration 2 and a resume to the end log the same float losses as an uninterrupted two-device run:
+  each device's dropout counter is in the checkpoint."""
+  res, full = run_train(tmp_path, "--max_iters=7", *RESUME, TWO, name="full")
+  assert res.exit_code == 0, res.output
+  with monkeypatch.context() as mp:
+    interrupt_after_update(mp, at=2, signals=1)
+    res, cut = run_train(tmp_path, "--max_iters=7", *RESUME, TWO, name="cut")
+  assert res.exit_code == 0 and load_checkpoint(cut)[0]["iter_num"] == 3, res.output
+  assert len(load_checkpoint(cut)[0]["rng_state"]["more_counters"]) == 1
+  res, _ = run_train(tmp_path, "--max_iters=7", "--init_from=resume", *RESUME, TWO, name="cut")
+  assert res.exit_code == 0, res.output
+  assert exact_losses(cut) == exact_losses(full)
+
+@pytest.mark.parametrize("args, message", [
+  (["--batch_size=3", TWO], "--batch_size=3 must be a multiple of the 2 devices of --device=cpu:0,cpu:1: each gets an "
+                            "equal shard of every micro-batch"),
+  (["--device=cpu,cpu:0"], "--device=cpu,cpu:0: a device is listed twice"),
+  (["--device=cpu:x,cpu:1"], "--device=cpu:x,cpu:1: expected DEVICE or DEVICE:N (e.g. cuda:1), got 'cpu:x'"),
+])
+def test_device_lists_that_cannot_work_are_one_line(tmp_path, args, message):
+  res, rdir = run_train(tmp_path, "--max_iters=1", *args)
+  assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == f"Error: {message}", res.output
+  assert not rdir.exists()
+
+def test_sampling_takes_one_device(tmp_path):
+  res = CliRunner().invoke(cli, ["sample", f"--checkpoint={tmp_path}", "--device=cpu:0,cpu:1"])
+  assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == \
+    "Error: --device=cpu:0,cpu:1: one device here (several, comma-separated, are for data parallel training)", res.output
