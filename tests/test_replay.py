@@ -29,6 +29,32 @@ def test_split_kernels_run_on_helper_threads_and_equal_the_jit(monkeypatch):
   assert replayed.replay is not None and any(replayed.replay.parallel)
   assert any(t.name.startswith("tinystory-kernel-") for t in threading.enumerate())
 
+def test_parts_are_grouped_one_run_of_consecutive_parts_per_core():
+  parts = [(i,) for i in range(16)]
+  assert replay.group_parts(parts, 2) == [parts[:8], parts[8:]]
+  assert [len(g) for g in replay.group_parts(parts[:5], 3)] == [1, 2, 2]
+  assert replay.group_parts(parts[:3], 8) == [[p] for p in parts[:3]] and replay.group_parts(parts[:3], 0) == [parts[:3]]
+  for n in range(1, 18): assert sum(replay.group_parts(parts, n), []) == parts  # every part once, in order
+
+def test_more_parts_than_cores_run_as_one_group_per_core_and_equal_the_jit(monkeypatch):
+  """NUM_CPU_THREADS=6 on 2 cores (as NUM_CPU_THREADS=16 emulates a 16-core machine's splitting): 2 threads, each
+  running a run of consecutive parts, and the JIT's numbers."""
+  from tinygrad import Context
+  monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)
+  monkeypatch.setattr(replay, "usable_cores", lambda: 2)
+  handed, real_run = [], replay.Helpers.run
+  monkeypatch.setattr(replay.Helpers, "run", lambda self, fxn, jobs: (handed.append(len(jobs)), real_run(self, fxn, jobs)))
+  rng = np.random.default_rng(1)
+  with Context(NUM_CPU_THREADS=6):
+    x, w = Tensor.zeros(256, 64).contiguous().realize(), Tensor.zeros(64, 96).contiguous().realize()
+    replayed, jit = ReplayJit(relu_rows, (x, w)), TinyJit(relu_rows)
+    for _ in range(5):
+      xs, ws = rng.standard_normal(x.shape).astype(np.float32), rng.standard_normal(w.shape).astype(np.float32)
+      upload(x, host_view(x), xs)
+      upload(w, host_view(w), ws)
+      assert np.array_equal(replayed().numpy(), jit(Tensor(xs), Tensor(ws)).numpy())
+  assert max(len(parts) for _, _, parts in replayed.replay.kernels) > 2 and handed and set(handed) == {2}
+
 def kernel_threads() -> int: return sum(t.name.startswith("tinystory-kernel-") for t in threading.enumerate())
 
 def test_the_helper_pool_grows_and_is_reused_without_leaking_threads():

@@ -85,21 +85,36 @@ def threads_on() -> bool:
   """False where TINYSTORY_THREADS=0: every kernel part then runs on the calling thread (one core), as in TinyJit."""
   return os.environ.get("TINYSTORY_THREADS", "1").strip() != "0"
 
+def usable_cores() -> int:
+  """The cores this process may run on (its affinity mask, where the OS has one)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+def group_parts(parts: list[tuple], cores: int) -> list[list[tuple]]:
+  """A kernel's parts in at most `cores` groups of consecutive parts, as even as can be."""
+  n = min(len(parts), max(cores, 1))
+  return [parts[i * len(parts) // n:(i + 1) * len(parts) // n] for i in range(n)]
+
+def run_group(fxn, group: list[tuple]) -> None:
+  for args in group: fxn(*args)
+
 class Replay:
   """`replay(**var_values)` runs the captured kernels, each a list of per-core argument tuples, in the JIT's order.
   `captured` (the JIT's CapturedJit) is held because it keeps alive the buffers whose addresses the arguments are."""
   def __init__(self, kernels: list[tuple[str, Callable, list[tuple]]], var_args: dict[str, list[ctypes.c_uint64]], captured):
     self.kernels, self.var_args, self.captured, self.parallel = kernels, var_args, captured, None
-    self.helpers = helpers(max(len(parts) for _, _, parts in kernels) - 1) if kernels and threads_on() else None
+    # a kernel split into more parts than there are cores (NUM_CPU_THREADS above the core count) runs as one group of
+    # consecutive parts per core: more threads than cores would only take turns, each handover costing more than a part
+    self.jobs = [[(fxn, g) for g in group_parts(parts, usable_cores())] for _, fxn, parts in kernels]
+    self.helpers = helpers(max(map(len, self.jobs)) - 1) if kernels and threads_on() else None
 
   def __call__(self, profile: list | None = None, **values: int) -> None:
     """Run the kernels; with a `profile` list, append (kernel name, number of parts, seconds) for each."""
     for name, v in values.items():
       for arg in self.var_args.get(name, ()): arg.value = v
     if self.parallel is None: return self.first_run()
-    for (name, fxn, parts), par in zip(self.kernels, self.parallel, strict=True):
+    for (name, fxn, parts), jobs, par in zip(self.kernels, self.jobs, self.parallel, strict=True):
       if profile is not None: t = time.perf_counter()
-      if par: self.helpers.run(fxn, parts)
+      if par: self.helpers.run(run_group, jobs)
       else:
         for args in parts: fxn(*args)
       if profile is not None: profile.append((name, len(parts), time.perf_counter() - t))
@@ -107,10 +122,10 @@ class Replay:
   def first_run(self) -> None:
     """All parts on this thread, timing each kernel: the slow ones (with more than one part) go parallel from now."""
     parallel = []
-    for _, fxn, parts in self.kernels:
+    for (_, fxn, parts), jobs in zip(self.kernels, self.jobs):
       t = time.perf_counter()
       for args in parts: fxn(*args)
-      parallel.append(self.helpers is not None and len(parts) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
+      parallel.append(self.helpers is not None and len(jobs) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
     self.parallel = parallel
 
 TINYGRAD = "0.14.0"  # setup.cfg's pin
