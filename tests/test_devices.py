@@ -58,3 +58,20 @@ def test_sampling_takes_one_device(tmp_path):
   res = CliRunner().invoke(cli, ["sample", f"--checkpoint={tmp_path}", "--device=cpu:0,cpu:1"])
   assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == \
     "Error: --device=cpu:0,cpu:1: one device here (several, comma-separated, are for data parallel training)", res.output
+
+def test_training_on_another_device_runs_no_cpu_kernel(tmp_path):
+  """A run on tinygrad's NULL device (it runs nothing; NULL_ALLOW_COPYOUT lets the host read its buffers, as zeros)
+  with evals and checkpoints: DEBUG=2 lists every kernel with its device, and none is a CPU kernel: the checkpoint,
+  eval and log paths read the device's buffers without computing on the host's tinygrad device."""
+  import os, re, subprocess, sys
+  from pathlib import Path
+  root = Path(__file__).resolve().parent.parent
+  env = {**os.environ, "DEBUG": "2", "NULL_ALLOW_COPYOUT": "1", "TINYSTORY_DATA": str(tmp_path / "cache")}
+  p = subprocess.run([sys.executable, str(root / "cli.py"), "train", f"--out_dir={tmp_path / 'run'}", "--device=null",
+                      "--unembedding=tied", "--dim=16", "--n_layers=1", "--n_heads=2", "--n_kv_heads=2", "--max_seq_len=16",
+                      "--batch_size=4", "--max_iters=3", "--eval_interval=2", "--eval_iters=1", "--data=synthetic:50",
+                      "--always_save_checkpoint=True"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-2000:]
+  devices = re.findall(r"\*\*\* (\S+)\s+\d+", re.sub(r"\x1b\[[0-9;]*m", "", p.stdout + p.stderr))
+  assert devices.count("NULL") > 50 and set(devices) == {"NULL"}
+  assert (tmp_path / "run" / "ckpt" / "model.safetensors").is_file() and "saving checkpoint" in p.stdout
