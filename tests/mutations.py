@@ -46,6 +46,15 @@ MUTATIONS = {
     ["tests/test_reliability.py::test_resume_takes_the_saved_options_and_refuses_shape_changes"]),
   "two trainers: the run dir's lock is not taken": (
     "tinystory/checkpoint.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fd", ["tests/test_reliability.py::test_one_trainer_per_run_dir"]),
+  "data parallel: only the first device's dropout counter is saved": (
+    "tinystory/train.py", '**({"more_counters": counters[1:]} if len(counters) > 1 else {})', "",
+    ["tests/test_devices.py::test_two_devices_resume_exactly"]),
+  "data parallel: the batch replicated on every device instead of split (each device does all the work)": (
+    "tinystory/train.py", "dtype=dtypes.int64, axis=0)", "dtype=dtypes.int64)",
+    ["tests/test_devices.py::test_each_device_gets_its_shard_of_the_batch_and_all_the_weights"]),
+  "replay: one thread per part, however few the cores": (
+    "tinystory/replay.py", "group_parts(parts, usable_cores())", "[[p] for p in parts]",
+    ["tests/test_replay.py::test_more_parts_than_cores_run_as_one_group_per_core_and_equal_the_jit"]),
 }
 
 def run(name: str) -> str:

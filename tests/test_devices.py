@@ -75,3 +75,13 @@ def test_training_on_another_device_runs_no_cpu_kernel(tmp_path):
   devices = re.findall(r"\*\*\* (\S+)\s+\d+", re.sub(r"\x1b\[[0-9;]*m", "", p.stdout + p.stderr))
   assert devices.count("NULL") > 50 and set(devices) == {"NULL"}
   assert (tmp_path / "run" / "ckpt" / "model.safetensors").is_file() and "saving checkpoint" in p.stdout
+
+def test_each_device_gets_its_shard_of_the_batch_and_all_the_weights():
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainConfig, TrainSteps
+  devices = ("CPU", "CPU:1")
+  model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=40, max_seq_len=8), seed=0).shard(devices)
+  steps = TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=8))
+  for t in steps.batch: assert t.device == devices and t.uop.axis == 0 and t.shape == (4, 8)
+  for t in [*model.parameters(), *steps.exp_avg, *steps.exp_avg_sq, *steps.grad_acc]:
+    assert t.device == devices and t.uop.axis is None  # replicated

@@ -2,7 +2,7 @@
 and unembedding, each number the mean over the seeds with every seed's value in brackets. Markdown on stdout.
 
   python docs/studies/pinv_table.py runs/study > docs/studies/pinv_table.md"""
-import json, statistics, sys
+import json, sys
 from collections import defaultdict
 from pathlib import Path
 import numpy as np
@@ -15,18 +15,16 @@ def gram_cond(E: np.ndarray) -> float:
   return float((s[0] / s[-1]) ** 2)
 
 def measure(rdir: Path) -> dict:
-  """The numbers of one finished run: held-out scores (cli.py eval's JSON), final val loss, seconds per step, the
-  Gram's condition number at the first and last eval, and the start of its sample."""
+  """The numbers of one finished run: held-out scores (cli.py eval's JSON), final val loss, the Gram's condition
+  number at the first eval (pinv runs log it) and at the end (from the checkpoint), and its sample."""
   cfg, held = read_config(rdir), json.loads((rdir / "heldout.json").read_text())
-  iters, evals = (last_per_iter(r) for r in read_metrics(rdir))
+  evals = last_per_iter(read_metrics(rdir)[1])
   meta, weights, _ = load_checkpoint(rdir)
   V = cfg["model_args"]["vocab_size"]
   sample = (rdir / "sample.txt").read_text().strip().split("\n")
   return {"vocab": Path(cfg["options"]["tokenizer"]).stem, "V": V, "unembedding": cfg["options"]["unembedding"],
           "seed": cfg["options"]["seed"], "iters": meta["iter_num"], "nats": held["loss"], "bpc": held["bits_per_char"],
           "val": evals[-1]["val_loss"], "heldout_tokens": held["tokens"], "heldout_chars": held["chars"],
-          # iteration 0 compiles and evals add their own time: the median is the steady step
-          "step_ms": 1000 * statistics.median(r["dt"] for r in iters if r["iter"] > 0),
           "cond0": evals[0].get("gram_cond"),  # logged by pinv runs only
           "cond": gram_cond(weights["tok_embeddings.weight"][:V]), "sample": sample}
 
@@ -34,17 +32,26 @@ def spread(values: list[float], fmt: str) -> str:
   mean = sum(values) / len(values)
   return f"{mean:{fmt}} ({', '.join(f'{v:{fmt}}' for v in values)})" if len(values) > 1 else f"{mean:{fmt}}"
 
-def table(runs: list[dict]) -> str:
+def step_times(study: Path) -> dict[tuple[str, str], list[float]]:
+  """(vocab, unembedding) -> the training step's seconds in each timing round (step_times.jsonl, from bench's worker)."""
+  out = defaultdict(list)
+  path = study / "step_times.jsonl"
+  for line in path.read_text().splitlines() if path.is_file() else []:
+    r = json.loads(line)
+    out[(r["vocab"], r["unembedding"])].append(r["step"]["train_step_s"])
+  return out
+
+def table(runs: list[dict], times: dict[tuple[str, str], list[float]]) -> str:
   rows = defaultdict(list)
   for r in sorted(runs, key=lambda r: r["seed"]): rows[(r["vocab"], r["unembedding"])].append(r)
   order = {"pinv": 0, "tied": 1, "untied": 2}
-  out = ["| vocabulary | unembedding | seeds | held-out nats/token | held-out bits/char | val loss | ms/step | cond(Gram) first eval → last |",
+  out = ["| vocabulary | unembedding | seeds | held-out nats/token | held-out bits/char | val loss | ms/step (rounds) | cond(Gram) first eval → last |",
          "|---|---|--:|--:|--:|--:|--:|--:|"]
   for (vocab, u), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
     conds = ", ".join((f"{r['cond0']:.3g} → " if r["cond0"] else "") + f"{r['cond']:.3g}" for r in rs)
     out.append(f"| {vocab} (V={rs[0]['V']}) | {u} | {len(rs)} | {spread([r['nats'] for r in rs], '.4f')} | "
                f"{spread([r['bpc'] for r in rs], '.4f')} | {spread([r['val'] for r in rs], '.4f')} | "
-               f"{spread([r['step_ms'] for r in rs], '.0f')} | {conds} |")
+               f"{spread([1000 * t for t in times[(vocab, u)]], '.0f') if times[(vocab, u)] else '-'} | {conds} |")
   iters = sorted({r["iters"] for r in runs})
   held = sorted({(r["vocab"], r["heldout_tokens"], r["heldout_chars"]) for r in runs})
   out += ["", f"Iterations per run: {', '.join(map(str, iters))}. Held-out text: "
@@ -59,4 +66,4 @@ if __name__ == "__main__":
   study = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/study")
   done = [measure(d) for d in sorted(study.iterdir()) if (d / "heldout.json").is_file()]
   if not done: sys.exit(f"{study} holds no finished run (a run dir with heldout.json): run docs/studies/pinv_vs_tied.sh")
-  print(table(done), end="")
+  print(table(done, step_times(study)), end="")

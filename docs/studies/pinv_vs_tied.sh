@@ -51,6 +51,18 @@ for v in $VOCABS; do for seed in $SEEDS; do for u in $VARIANTS; do
     --temperature=0.8 --top_k=20 --seed=1 --no-preamble > "$rdir/sample.txt.tmp" && mv "$rdir/sample.txt.tmp" "$rdir/sample.txt"; }
 done; done; done
 
+# the cost of each unembedding, apart from the runs (their wall time also holds evals and whatever else the machine
+# did): bench's training-step worker on random tokens, seed config at each vocabulary's size, 3 alternating rounds
+if [ ! -f "$STUDY/step_times.jsonl" ]; then
+  rm -f "$STUDY/step_times.jsonl.tmp"
+  for round in 1 2 3; do for v in $VOCABS; do for u in $VARIANTS; do
+    V=$($PY -c "from tinystory.tokenizer import load_tokenizer; print(load_tokenizer('$STUDY/$v.tok').vocab_size)")
+    t=$($PY -m tinystory.bench --worker train --steps 5 --cfg "{\"unembedding\": \"$u\", \"vocab_size\": $V}" | tail -1)
+    echo "{\"vocab\": \"$v\", \"unembedding\": \"$u\", \"round\": $round, \"step\": $t}" >> "$STUDY/step_times.jsonl.tmp"
+  done; done; done
+  mv "$STUDY/step_times.jsonl.tmp" "$STUDY/step_times.jsonl"
+fi
+
 $PY docs/studies/pinv_table.py "$STUDY" > docs/studies/pinv_table.md
 for v in $VOCABS; do $PY cli.py plot "$STUDY"/$v-*-s* --x=tokens --out docs/studies/pinv_loss_$v.png; done
 echo "table: docs/studies/pinv_table.md, figures: docs/studies/pinv_loss_*.png"
