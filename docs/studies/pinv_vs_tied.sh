@@ -7,8 +7,9 @@
 #   ITERS=1200 bash docs/studies/pinv_vs_tied.sh
 #
 # Data: the two .txt samples in $SHARED are trained on (their first 2% of stories are the val split of the training
-# log); the held-out part is the first $HELDOUT stories of TinyStories-shard-sample.json, never trained on and never
-# seen by the tokenizer fits. It is scored with `cli.py eval` (bits per character compare the two vocabularies).
+# log); the held-out part is the first $HELDOUT stories of TinyStories-shard-sample.json that are not in the training
+# text, never trained on and never seen by the tokenizer fits. It is scored with `cli.py eval` (bits per character
+# compare the two vocabularies).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -28,25 +29,29 @@ mkdir -p "$STUDY"
 for v in $VOCABS; do
   $PY cli.py data prepare "${FIT_DATA[@]}" --tokenizer "$STUDY/$v.tok" --out "$STUDY/shards-$v"
 done
-[ -f "$STUDY/heldout.json" ] || $PY - "$SHARED/TinyStories-shard-sample.json" "$HELDOUT" "$STUDY/heldout.json" <<'PYEOF'
-import json, sys
-src, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-json.dump(json.load(open(src))[:n], open(out, "w"))
+# held out: the first $HELDOUT stories of the JSON sample that do not occur in the training text (a few do)
+[ -f "$STUDY/heldout.json" ] || $PY - "$SHARED/TinyStories-shard-sample.json" "$HELDOUT" "$STUDY/heldout.json" "${TRAIN_FILES[@]}" <<'PYEOF'
+import json, os, sys
+src, n, out, train = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4:]
+seen = {s.strip() for f in train for s in open(f, encoding="utf-8").read().split("<|endoftext|>")}
+stories = [s for s in json.load(open(src, encoding="utf-8")) if s["story"].strip() not in seen][:n]
+json.dump(stories, open(out + ".tmp", "w", encoding="utf-8"))
+os.replace(out + ".tmp", out)
 PYEOF
 
 # vocabulary-major order: an interrupted study has both seeds of the character vocabulary first
 for v in $VOCABS; do for seed in $SEEDS; do for u in $VARIANTS; do
   name="study/$v-$u-s$seed"; rdir="runs/$name"
-  if [ ! -f "$rdir/heldout.json" ]; then
+  if ! $PY -c "import json, sys; sys.exit(json.load(open('$rdir/ckpt/ckpt.json'))['iter_num'] < $ITERS)" 2>/dev/null; then
     init=scratch; [ -d "$rdir/ckpt" ] && init=resume
     # the seed config (dim 128, 4 layers, 16 heads, dropout 0.15, lr 3e-4, weight decay 0.1, batch 64 x 128) is train's
     # default; only the schedule is scaled to the study's length: 10% warmup, cosine to lr/10 at the last iteration
     $PY cli.py train --out_dir="$name" --init_from=$init --data="$STUDY/shards-$v" --tokenizer="$STUDY/$v.tok" \
       --unembedding=$u --seed=$seed --max_iters=$ITERS --warmup_iters=$((ITERS / 10)) --lr_decay_iters=$ITERS \
       --min_lr=3e-5 --eval_interval=$((ITERS / 6)) --eval_iters=10 --always_save_checkpoint=True --log_interval=10
-    $PY cli.py eval --checkpoint="$rdir" --data="$STUDY/heldout.json" --json > "$rdir/heldout.json.tmp"
-    mv "$rdir/heldout.json.tmp" "$rdir/heldout.json"
   fi
+  [ -f "$rdir/heldout.json" ] || { $PY cli.py eval --checkpoint="$rdir" --data="$STUDY/heldout.json" --json \
+    > "$rdir/heldout.json.tmp" && mv "$rdir/heldout.json.tmp" "$rdir/heldout.json"; }
   [ -f "$rdir/sample.txt" ] || { $PY cli.py sample --checkpoint="$rdir" --start='Once upon a time' --max_new_tokens=300 \
     --temperature=0.8 --top_k=20 --seed=1 --no-preamble > "$rdir/sample.txt.tmp" && mv "$rdir/sample.txt.tmp" "$rdir/sample.txt"; }
 done; done; done
