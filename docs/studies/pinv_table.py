@@ -1,5 +1,6 @@
 """The table of docs/pinv.md's "Does it help?", from the runs of docs/studies/pinv_vs_tied.sh: one row per vocabulary
-and unembedding, each number the mean over the seeds with every seed's value in brackets. Markdown on stdout.
+and unembedding, each number the mean over the seeds (step times: over the timing rounds) with every value in
+brackets. Markdown on stdout.
 
   python docs/studies/pinv_table.py runs/study > docs/studies/pinv_table.md"""
 import json, sys
@@ -52,6 +53,10 @@ def table(runs: list[dict], times: dict[tuple[str, str], list[float]]) -> str:
     out.append(f"| {vocab} (V={rs[0]['V']}) | {u} | {len(rs)} | {spread([r['nats'] for r in rs], '.4f')} | "
                f"{spread([r['bpc'] for r in rs], '.4f')} | {spread([r['val'] for r in rs], '.4f')} | "
                f"{spread([1000 * t for t in times[(vocab, u)]], '.0f') if times[(vocab, u)] else '-'} | {conds} |")
+  if pending := sorted({v for v, _ in times} - {v for v, _ in rows}):  # timed, but no finished run yet
+    out += ["", "Step times of vocabularies without finished runs: " + "; ".join(
+      f"{v}: " + ", ".join(f"{u} {spread([1000 * t for t in times[(v, u)]], '.0f')} ms" for u in order if times[(v, u)])
+      for v in pending) + "."]
   iters = sorted({r["iters"] for r in runs})
   held = sorted({(r["vocab"], r["heldout_tokens"], r["heldout_chars"]) for r in runs})
   out += ["", f"Iterations per run: {', '.join(map(str, iters))}. Held-out text: "
