@@ -189,8 +189,9 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens),
           "--device", device]
   rounds = repeat if "torch" in against else 1
+  from tinystory import kernel_opts
   res = {"config": cfg, "batch_size": batch_size, "beam": beam, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-         "loadavg_before": os.getloadavg()[0], "rounds": rounds}
+         "loadavg_before": os.getloadavg()[0], "rounds": rounds, "kernel_opts": kernel_opts.describe()}
   log(f"bench: {ModelArgs(**cfg)}, batch {batch_size}, {steps} timed steps after warm-up (tinygrad 3 steps, torch 1)")
   targs = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps + 1),
            "--new-tokens", str(cfg["max_seq_len"] - 1), "--window", str(cfg["max_seq_len"]), "--json", "--device", str(torch_device)]
@@ -272,6 +273,7 @@ def report(res: dict) -> list[str]:
     if len(ratios) > 1:
       lines.append(f"x train against torch_eager in {len(ratios)} interleaved rounds: {', '.join(f'{r:.2f}' for r in ratios)} "
                    f"(spread {min(ratios):.2f}-{max(ratios):.2f}); the table shows the median round of each")
+  if "kernel_opts" in res: lines.append(f"tinygrad's CPU kernel table (tinystory/kernel_opts.py): {res['kernel_opts']}")
   lines.append(f"x = tinygrad's speed / that row's, only between rows on the same device; load average "
                f"{res['loadavg_before']:.1f} before, {res['loadavg_after']:.1f} after")
   return lines

@@ -233,6 +233,8 @@ class TrainSteps:
     from tinygrad import Tensor, dtypes
     from tinygrad.helpers import LRU
     from tinystory.replay import ReplayJit
+    from tinystory import kernel_opts
+    kernel_opts.install()  # the searched opts for the step's slowest CPU kernels (the seed config's)
     # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
     # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
     LRU.value = 0

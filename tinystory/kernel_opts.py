@@ -1,0 +1,202 @@
+"""Searched kernel optimisations for the training step on the CPU: a fixed table, not a search at run time.
+
+tinygrad picks each kernel's optimisations (upcasts, unrolls: the `Opt`s) with hand-written heuristics; BEAM=n picks
+them by timing candidates, which finds kernels up to 4x faster for this model but takes many minutes per step and
+picks by timings, so two runs (or a run and its resume) can get different kernels and different floats.
+`kernel_opts.json` holds the result of one search (`python -m tinystory.kernel_opts`, below): for the slowest kernels of
+the seed config's training step, keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM
+chose where they beat the heuristics by 5% or more. `install()` makes tinygrad's code generator apply those opts to those kernels on the
+CPU (then split them over cores as its heuristics would); every other kernel, device or shape is optimised as before.
+The table is data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel computes the same
+sums with another loop order, so the floats differ from the heuristics' kernels by rounding, as BEAM's do.
+
+The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is: tests/test_kernel_opts.py checks that
+every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
+search then. TINYSTORY_KERNEL_OPTS=0 turns the table off; TINYSTORY_KERNEL_OPTS=FILE uses a table searched elsewhere.
+"""
+import argparse, functools, json, os, time
+from pathlib import Path
+from tinystory import UserError
+from tinystory.log import log
+
+TABLE = Path(__file__).with_name("kernel_opts.json")
+
+def table_path() -> Path | None:
+  """TINYSTORY_KERNEL_OPTS: 1 (the default) the shipped table, 0 none, else the path of a table of one's own (written
+  by `python -m tinystory.kernel_opts --out FILE` on one's machine)."""
+  v = os.environ.get("TINYSTORY_KERNEL_OPTS", "1").strip()
+  return None if v == "0" else TABLE if v in ("", "1") else Path(v)
+
+@functools.cache
+def load_table(path: Path) -> dict[str, list]:
+  """kernel key -> opts [(OptOps name, axis, arg), ...], from a table file."""
+  try: return {k["key"]: k["opts"] for k in json.loads(path.read_text(encoding="utf-8"))["kernels"]}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise UserError(f"TINYSTORY_KERNEL_OPTS={path}: not a kernel table ({type(e).__name__}: {e}); expected 0, 1 or a "
+                    f"file written by python -m tinystory.kernel_opts") from None
+
+def table() -> dict[str, list]: return {} if (path := table_path()) is None else load_table(path)
+
+def describe() -> str:
+  """Which table training uses, for bench's record."""
+  if (path := table_path()) is None: return "none (TINYSTORY_KERNEL_OPTS=0): tinygrad's heuristics for every kernel"
+  return f"{path.name if path == TABLE else path}, {len(table())} searched kernels (TINYSTORY_KERNEL_OPTS=0: none)"
+
+def is_cpu(ren) -> bool:
+  from tinygrad.renderer.cstyle import ClangRenderer
+  return isinstance(ren, ClangRenderer)  # the CPU's (and the NULL device's when it renders for the CPU)
+
+def thread(k) -> None:
+  """Split k's outermost possible axis over the cores, as tinygrad's heuristics do last (hand_coded_optimizations,
+  its 'threading' block, 0.14.0): BEAM timed each candidate on one core, so the table's opts hold no THREAD."""
+  from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
+  from tinygrad.helpers import prod
+  from tinygrad.uop.ops import AxisType
+  if not k.ren.has_threads or k.ren.global_max is None: return
+  for threads in (32, 16, 12, 8, 6, 5, 4, 3, 2):
+    if threads > k.ren.global_max[0] or prod(k.full_shape) // (128 << 10) < threads: continue
+    for axis in k.axes_of(AxisType.WEAK):
+      if k.full_shape[axis] % threads == 0:
+        try: k.apply_opt(Opt(OptOps.THREAD, axis, threads))
+        except KernelOptError: pass
+        break
+    if k.applied_opts and k.applied_opts[-1].op is OptOps.THREAD: return
+
+def scheduler(ast, ren, opts: list):
+  """tinygrad's Scheduler for ast with `opts` applied, as apply_opts starts one."""
+  from tinygrad.codegen.opt import Opt, OptOps
+  from tinygrad.codegen.opt.postrange import Scheduler
+  k = Scheduler(ast, ren)
+  k.convert_loop_to_global()
+  for op, axis, arg in opts: k.apply_opt(Opt(OptOps[op], axis, tuple(arg) if isinstance(arg, list) else arg))
+  return k
+
+@functools.cache
+def tinygrad_apply_opts():
+  import tinygrad.codegen.opt.postrange as postrange
+  return postrange.apply_opts
+
+def kernel_key(ast) -> str:
+  """ast's key (its exact ops and shapes) with its buffers' device left out: the CPU's kernel and the NULL device's
+  rendering of it for the CPU have the same."""
+  from dataclasses import replace
+  from tinygrad.uop.ops import Ops
+  params = {p: p.replace(arg=replace(p.arg, device=None)) for p in ast.toposort() if p.op is Ops.PARAM and p.arg.device is not None}
+  return (ast.substitute(params) if params else ast).key.hex()
+
+used: set[str] = set()  # the table's keys applied in this process (not in tinygrad's compile workers)
+
+def apply_opts(ast, ren, beam: int = 0):
+  """tinygrad.codegen's apply_opts, the table's opts first: where the table has ast (on the CPU, with no opts given
+  and no BEAM asked for), its opts and the threading; else tinygrad's own choice."""
+  opts = table().get(key := kernel_key(ast)) if ast.tag is None and not beam and is_cpu(ren) else None
+  if opts is None or ast.arg is None or ast.arg.opts_to_apply is not None: return tinygrad_apply_opts()(ast, ren, beam)
+  used.add(key)
+  k = scheduler(ast, ren, opts)
+  thread(k)
+  return k.get_optimized_ast(name_override=ast.arg.name if ast.arg.name != "test" else None)
+
+@functools.cache
+def tinygrad_compile_kernel():
+  import tinygrad.engine.realize as realize
+  return realize._compile_kernel
+
+def compile_kernel(task):
+  """tinygrad's _compile_kernel with the table in use: tinygrad compiles in spawned worker processes, which import
+  this module to run it, so each installs the table for itself."""
+  use_table()
+  return tinygrad_compile_kernel()(task)
+
+def use_table() -> None:
+  import tinygrad.codegen as codegen
+  tinygrad_apply_opts()
+  codegen.apply_opts = apply_opts
+
+def install() -> bool:
+  """Apply the table from now on, in this process and in tinygrad's compile workers. False (nothing changed) where
+  TINYSTORY_KERNEL_OPTS=0 or tinygrad is not the pinned version (whose internals this replaces)."""
+  from tinystory.replay import tinygrad_is_pinned
+  if not table() or not tinygrad_is_pinned(): return False
+  import tinygrad.engine.realize as realize
+  tinygrad_compile_kernel()
+  use_table()
+  realize._compile_kernel = compile_kernel
+  return True
+
+# *** the search that wrote kernel_opts.json (run on a quiet machine; minutes per kernel) ***
+
+def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
+  """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
+  in one replayed forward + backward (both cores)."""
+  import numpy as np
+  import tinygrad.codegen as codegen
+  from tinygrad.helpers import PARALLEL, ansistrip
+  from tinystory.model import ModelArgs, Transformer
+  from tinystory.train import TrainConfig, TrainSteps
+  PARALLEL.value = 0  # compile here, where the recorder below sees every kernel
+  os.environ["TINYSTORY_KERNEL_OPTS"] = "0"  # TrainSteps would install the table: the heuristics' kernels are wanted
+  seen, heuristic = {}, tinygrad_apply_opts()
+  def record(ast, ren, beam=0):
+    out = heuristic(ast, ren, beam)
+    if ast.tag is None and out.arg is not None: seen.setdefault(ansistrip(out.arg.name), (ast, ren, out.arg.applied_opts))
+    return out
+  codegen.apply_opts = record
+  model = Transformer(ModelArgs(**cfg), seed=1337)
+  steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
+  rng = np.random.default_rng(0)
+  batch = lambda: [rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2)]
+  for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
+  profile, ms = [], {}
+  steps.micro_step(*batch(), profile=profile)
+  for name, _, s in profile: ms[name] = ms.get(name, 0.0) + s * 1000
+  codegen.apply_opts = heuristic
+  return seen, ms
+
+def time_kernel(k, runs: int = 7) -> float:
+  """Seconds for one call of k's kernel on one core (tinygrad's BEAM timer), the fastest of `runs`."""
+  from tinygrad.codegen.opt import search
+  _, compiled = search._try_compile((0, k))
+  rawbufs, var_vals = args(k.ast, k.ren)
+  return min(search._time_program(compiled[0], var_vals, [b.ensure_allocated() for b in rawbufs], cnt=runs))
+
+def search(top: int, beam: int, out: Path) -> None:
+  """BEAM-search the `top` slowest kernels of the seed step (one core each, THREAD left to `thread`) and write the
+  opts of those it makes at least 5% faster than the heuristics to `out`."""
+  from tinygrad.codegen.opt import OptOps, search as tg_search
+  from tinystory import SEED_MODEL, write_atomic
+  from tinystory.replay import TINYGRAD
+  cfg, batch_size = dict(SEED_MODEL), 64
+  seen, ms = step_kernels(cfg, batch_size)
+  tg_search.actions = [a for a in tg_search.actions if a.op is not OptOps.THREAD]  # one core per candidate: see thread
+  kernels = []
+  for name, step_ms in sorted(ms.items(), key=lambda kv: -kv[1])[:top]:
+    ast, ren, heuristic = seen[name]
+    plain = [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]
+    t = time.perf_counter()
+    found = tg_search.beam_search(scheduler(ast, ren, []), *args(ast, ren), beam, disable_cache=True)
+    opts = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
+    before, after = time_kernel(scheduler(ast, ren, plain)), time_kernel(scheduler(ast, ren, opts))
+    kept = after < 0.95 * before
+    log(f"{step_ms:7.1f} ms/step  {name:36s} one core: heuristics {before * 1e3:7.2f} ms, beam {after * 1e3:7.2f} ms "
+        f"({before / after:.2f}x, {'kept' if kept else 'dropped'}; searched in {time.perf_counter() - t:.0f} s)")
+    if kept: kernels.append({"key": kernel_key(ast), "heuristic_name": name, "step_ms": round(step_ms, 1),
+                             "one_core_ms": [round(before * 1e3, 3), round(after * 1e3, 3)], "opts": opts})
+  from tinystory.bench import device_name
+  doc = {"tinygrad": TINYGRAD, "searched": f"python -m tinystory.kernel_opts --top {top} --beam {beam}",
+         "machine": device_name("CPU"), "config": cfg, "batch_size": batch_size, "kernels": kernels}
+  write_atomic(out, json.dumps(doc, indent=1) + "\n")
+  log(f"{len(kernels)} of {top} kernels kept: {out}")
+
+def args(ast, ren) -> tuple[list, dict]:
+  from tinygrad.codegen.opt.postrange import args_from_ast
+  return args_from_ast(ast, ren.target.device)
+
+if __name__ == "__main__":
+  p = argparse.ArgumentParser(description="BEAM-search the seed training step's slowest CPU kernels into kernel_opts.json")
+  p.add_argument("--top", type=int, default=12, help="how many of the slowest kernels to search")
+  p.add_argument("--beam", type=int, default=4, help="BEAM width")
+  p.add_argument("--out", type=Path, default=TABLE)
+  a = p.parse_args()
+  from tinystory.log import log_to_console
+  log_to_console()
+  search(a.top, a.beam, a.out)
