@@ -30,6 +30,10 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
   DEV.value = base
   return devices if len(devices) > 1 else devices[0]
 
+def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
+  """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
+  return device if isinstance(device, tuple) else (device,)
+
 def tensor_like(t, arr: np.ndarray):
   """arr as a tensor on t's device, sharded as t is (replicated, or split along the same axis): what t.assign takes."""
   from tinygrad import Tensor

@@ -1,14 +1,15 @@
 """Searched kernel optimisations for the training step on the CPU: a fixed table, not a search at run time.
 
 tinygrad picks each kernel's optimisations (upcasts, unrolls: the `Opt`s) with hand-written heuristics; BEAM=n picks
-them by timing candidates, which finds kernels up to 4x faster for this model but takes many minutes per step and
+them by timing candidates, which finds kernels 1.1-5x faster for this model but takes many minutes per step and
 picks by timings, so two runs (or a run and its resume) can get different kernels and different floats.
-`kernel_opts.json` holds the result of one search (`python -m tinystory.kernel_opts`, below): for the slowest kernels of
-the seed config's training step, keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM
-chose where they beat the heuristics by 5% or more. `install()` makes tinygrad's code generator apply those opts to those kernels on the
-CPU (then split them over cores as its heuristics would); every other kernel, device or shape is optimised as before.
-The table is data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel computes the same
-sums with another loop order, so the floats differ from the heuristics' kernels by rounding, as BEAM's do.
+`kernel_opts.json` holds the result of one search (`python -m tinystory.kernel_opts`, below): for the slowest kernels
+of the seed config's training step, keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM
+chose where they beat the heuristics by 5% or more. `install()` makes tinygrad's code generator apply those opts to
+those kernels on the CPU (then split them over cores as its heuristics would); every other kernel, device or shape is
+optimised as before. The table is data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel
+computes the same sums with another loop order, so the floats differ from the heuristics' kernels by rounding, as
+BEAM's do.
 
 The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is: tests/test_kernel_opts.py checks that
 every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
@@ -193,7 +194,7 @@ def args(ast, ren) -> tuple[list, dict]:
 
 if __name__ == "__main__":
   p = argparse.ArgumentParser(description="BEAM-search the seed training step's slowest CPU kernels into kernel_opts.json")
-  p.add_argument("--top", type=int, default=12, help="how many of the slowest kernels to search")
+  p.add_argument("--top", type=int, default=16, help="how many of the slowest kernels to search")
   p.add_argument("--beam", type=int, default=4, help="BEAM width")
   p.add_argument("--out", type=Path, default=TABLE)
   a = p.parse_args()

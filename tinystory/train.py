@@ -11,7 +11,7 @@ import numpy as np
 from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic, write_error
 from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   save_checkpoint, training_lock, unpadded)
-from tinystory.device import set_device
+from tinystory.device import devices_of, set_device
 from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to_pending, stop_logging_to
 
 @dataclass
@@ -208,7 +208,7 @@ def rng_state(device: str | tuple[str, ...]) -> dict:
   """The seed and the first device's counter; data parallel adds the other devices' counters (more_counters)."""
   from tinygrad import Tensor
   counters = [c.numpy().tolist() if (c := Tensor._device_rng_counters.get(d)) is not None else None
-              for d in (device if isinstance(device, tuple) else (device,))]
+              for d in devices_of(device)]
   return {"seed": Tensor._seed, "counter": counters[0], **({"more_counters": counters[1:]} if len(counters) > 1 else {})}
 
 def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
@@ -217,7 +217,7 @@ def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
   from tinygrad import Tensor
   Tensor.manual_seed(state["seed"])
   counters = [state["counter"], *state.get("more_counters", [])]
-  for d, counter in zip(device if isinstance(device, tuple) else (device,), counters):
+  for d, counter in zip(devices_of(device), counters):
     if counter is None: break
     Tensor._next_counter(d, 0)  # creates the device's seed and counter
     Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()
@@ -466,7 +466,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   else: check_scratch(rdir, cfg)
   wandb = import_wandb() if cfg.wandb_log else None
   device = set_device(cfg.device, several=True)
-  on_cpu = all(d.startswith("CPU") for d in (device if isinstance(device, tuple) else (device,)))
+  on_cpu = all(d.startswith("CPU") for d in devices_of(device))
   # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
   if cfg.dtype != "float32" and not on_cpu: raise UserError(f"--dtype={cfg.dtype} is not supported on {cfg.device} yet: use --dtype=float32")
   tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.max_seq_len
