@@ -9,6 +9,7 @@ from hypothesis import given, settings, strategies as st
 from tinygrad import Tensor
 from cli import cli
 from tinystory import UserError
+from tinystory.checkpoint import load_checkpoint, save_checkpoint
 from tinystory.exchange import export_model, load_model_file
 from tinystory.llama2c import RunCTokenizer, read_model_bin, read_tokenizer_bin
 from tinystory.model import ModelArgs, rope_tables
@@ -336,3 +337,16 @@ def test_tokenizer_json_encodes_and_decodes_as_the_project(toks, tmp_path_factor
     ids = theirs.encode(text).ids
     assert ids == tok.encode(text, bos=True), kind
     if 0 not in ids: assert theirs.decode(ids, skip_special_tokens=True) == tok.decode(ids)
+
+def test_pinv_scaled_leaves_with_its_scale_in_the_output_matrix(toks, tmp_path):
+  """A pinv_scaled model (beyond the seed: pinv's logits times a learned scale) exports as an untied llama2.c model
+  whose output matrix holds the scale: the file gives the project's logits, and has no extra tensor."""
+  run = make_run(tmp_path / "run", toks["char"], seed=3, unembedding="pinv_scaled", ffn_bias=False, dropout=0.0)
+  meta, w, opt = load_checkpoint(run)
+  save_checkpoint(run, {**w, "output.log_scale": np.array([0.7], np.float32)}, opt, meta)  # a learned scale
+  export_model(str(run), "llama2c", str(tmp_path / "bin"))
+  back, _ = load_model_file(tmp_path / "bin" / "model.bin")
+  assert back.args.unembedding == "untied" and "output.log_scale" not in back.weights
+  ids = toks["char"].encode(TEXTS[0], bos=True)[:back.args.max_seq_len]
+  ours = project_logits(run, ids)
+  np.testing.assert_allclose(back(Tensor([ids])).numpy()[0], ours, rtol=1e-6, atol=1e-5 * np.abs(ours).max())

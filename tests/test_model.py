@@ -44,7 +44,9 @@ def ref_logits(sd: dict, a: ModelArgs, tokens: np.ndarray) -> np.ndarray:
     x = x + (g / (1 + np.exp(-g)) * (z @ w[p+"feed_forward.w3.weight"].T)) @ w[p+"feed_forward.w2.weight"].T
   x = norm(x, w["norm.weight"])
   E = w["tok_embeddings.weight"]
-  return x @ {"pinv": lambda: np.linalg.pinv(E), "tied": lambda: E.T, "untied": lambda: w["output.weight"].T}[a.unembedding]()
+  scaled = lambda: np.linalg.pinv(E) * np.exp(w["output.log_scale"][0]) * 0.02 ** 2 * max(a.vocab_size, a.dim)
+  return x @ {"pinv": lambda: np.linalg.pinv(E), "tied": lambda: E.T, "untied": lambda: w["output.weight"].T,
+              "pinv_scaled": scaled}[a.unembedding]()
 
 def ref_loss(sd, a, tokens, targets):
   logits = ref_logits(sd, a, tokens)
@@ -70,7 +72,8 @@ def small_model(unembedding: str, ffn_bias: bool, n_kv_heads: int) -> tuple[Tran
   return m, sd
 
 @pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [
-  ("pinv", True, 4), ("pinv", False, 2), ("tied", True, 2), ("tied", False, 4), ("untied", True, 1), ("untied", False, 4)])
+  ("pinv", True, 4), ("pinv", False, 2), ("tied", True, 2), ("tied", False, 4), ("untied", True, 1), ("untied", False, 4),
+  ("pinv_scaled", True, 2)])
 def test_small_config_logits_match_numpy_reference(unembedding, ffn_bias, n_kv_heads):
   m, sd = small_model(unembedding, ffn_bias, n_kv_heads)
   tokens = random_tokens(37, 2, 11)
@@ -107,7 +110,8 @@ def test_sequence_longer_than_max_seq_len_is_refused():
 
 # ---- decoding with a KV cache ----
 
-@pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [("pinv", True, 4), ("tied", True, 2), ("untied", False, 1)])
+@pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [("pinv", True, 4), ("tied", True, 2), ("untied", False, 1),
+                                                              ("pinv_scaled", False, 2)])
 def test_cached_decoding_equals_the_full_forward(unembedding, ffn_bias, n_kv_heads):
   """A prefill of 5 tokens, then one token at a time at a Variable position (as the compiled step runs), against the
   full forward and the float64 reference."""
@@ -301,7 +305,7 @@ def test_load_state_dict_refuses_missing_unknown_and_misshaped():
   (dict(n_kv_heads=5), "n_heads=16 is not a multiple of n_kv_heads=5"),
   (dict(dim=48), "head dim dim/n_heads = 48/16 = 3 is odd: rotary embeddings need it even"),
   (dict(vocab_size=65_536), "vocab_size=65536 is over 65,535 (tokens are uint16)"),
-  (dict(unembedding="transpose"), "unembedding='transpose' is unknown: expected one of 'pinv', 'tied', 'untied'"),
+  (dict(unembedding="transpose"), "unembedding='transpose' is unknown: expected one of 'pinv', 'tied', 'untied', 'pinv_scaled'"),
   (dict(dim=0), "dim=0: expected a positive integer"),
   (dict(n_layers=-1), "n_layers=-1: expected a positive integer"),
   (dict(hidden_dim=0), "hidden_dim=0: expected a positive integer"),
@@ -316,3 +320,17 @@ def test_bad_model_args_are_refused_with_a_clear_message(change, message):
 
 def test_bad_pad_to_is_refused():
   with pytest.raises(UserError, match=r"^pad_to=0: expected a positive integer$"): Transformer(ModelArgs(**SMALL_ARGS), pad_to=0)
+
+@pytest.mark.parametrize("vocab", [37, 200])  # V < d and V > d
+def test_pinv_scaled_starts_at_tieds_logit_scale(vocab):
+  """pinv_scaled's first logits are about as large as tied's (pinv's are hundreds of times larger: the seed's first
+  loss of 13-37 nats), with the same weights; its log scale starts at 0 and is a parameter without weight decay."""
+  args = dict(dim=128, n_layers=1, n_heads=16, vocab_size=vocab, max_seq_len=16)
+  tokens = Tensor(random_tokens(vocab, 2, 16))
+  rms = {u: float(np.sqrt((Transformer(ModelArgs(**args, unembedding=u), seed=0)(tokens).numpy() ** 2).mean()))
+         for u in ("tied", "pinv", "pinv_scaled")}
+  assert 0.5 < rms["pinv_scaled"] / rms["tied"] < 2 and rms["pinv"] / rms["tied"] > 10
+  m = Transformer(ModelArgs(**args, unembedding="pinv_scaled"), seed=0)
+  assert m.state_dict()["output.log_scale"].numpy().tolist() == [0.0] and m.shapes["output.log_scale"] == (1,)
+  decay, no_decay = Transformer(ModelArgs(**args, unembedding="pinv"), seed=0).num_params()
+  assert m.num_params() == (decay, (no_decay[0] + 1, no_decay[1] + 1))

@@ -58,7 +58,7 @@ def assert_gradient_matches_reference(g: np.ndarray, sd, args, tokens, targets, 
 # vocab < dim: E E^T), padded (vocab and hidden rounded up to 16) and unpadded, grouped-query attention, with and
 # without the FFN bias, the compiled step (TinyJit, its capture, then the kernels replayed on every core) and eager
 STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2), ("pinv", 5, 1, 2, False, False, 1), ("tied", 11, 16, 2, True, False, 1),
-                 ("untied", 11, 1, 1, True, True, 1)]
+                 ("untied", 11, 1, 1, True, True, 1), ("pinv_scaled", 11, 16, 1, True, False, 1)]
 
 @pytest.mark.parametrize("unembedding,vocab,pad_to,n_kv_heads,ffn_bias,compile,n_layers", STEP_VARIANTS)
 def test_train_step_gradients_match_float64_finite_differences(unembedding, vocab, pad_to, n_kv_heads, ffn_bias, compile, n_layers):

@@ -8,11 +8,15 @@ FORMATS = {"hf": None, "llama2c": 0, "llama2c-q8": 2}  # format -> llama2.c file
 
 def unembedding_weights(model) -> dict[str, np.ndarray]:
   """The model's weights (logical shapes, numpy) with output.weight = the (vocab, dim) unembedding when it is not the
-  embedding: for 'pinv' the pseudo-inverse the model itself computes (its logits of the identity, as sampling does)."""
+  embedding: for 'pinv' the pseudo-inverse the model itself computes (its logits of the identity, as sampling does),
+  pinv_scaled's with its scale multiplied in."""
   from tinygrad import Tensor
   from tinystory.checkpoint import model_weights
+  from tinystory.model import uses_pinv
   w = model_weights(model)
-  if model.args.unembedding == "pinv": w["output.weight"] = model.logits(Tensor.eye(model.args.dim)).numpy().T.copy()
+  if uses_pinv(model.args):
+    w["output.weight"] = model.logits(Tensor.eye(model.args.dim)).numpy().T.copy()
+    w.pop("output.log_scale", None)
   return w
 
 def export_model(run: str, fmt: str, out: str) -> list[Path]:

@@ -2,7 +2,8 @@
 
 Two options beyond stock llama2.c, both from the seed run: a bias on the SwiGLU gate `w1` (`ffn_bias`), and logits
 through the pseudo-inverse of the token embedding (`unembedding='pinv'`) instead of the embedding itself ('tied', stock
-llama2.c) or a separate output matrix ('untied').
+llama2.c) or a separate output matrix ('untied'). 'pinv_scaled', beyond the seed, multiplies pinv's logits by a
+learned scale that starts where tied's logits are (docs/pinv.md, "Does it help?").
 
 Weights live in one flat dict under llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels
 are slow on odd sizes, so the vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows /
@@ -27,7 +28,7 @@ from tinygrad.helpers import TRAINING
 from tinystory import UserError
 from tinystory.tokenizer import MAX_VOCAB
 
-UNEMBEDDINGS = ("pinv", "tied", "untied")
+UNEMBEDDINGS = ("pinv", "tied", "untied", "pinv_scaled")
 
 @dataclass(repr=False)
 class ModelArgs:
@@ -44,7 +45,8 @@ class ModelArgs:
   dropout: float = 0.0
   # beyond llama2.c, defaulting to the seed run's model
   ffn_bias: bool = True      # bias on the SwiGLU gate w1
-  unembedding: str = "pinv"  # logits = h @ pinv(E) ('pinv'), h @ E.T ('tied'), h @ output.weight.T ('untied')
+  unembedding: str = "pinv"  # logits = h @ pinv(E) ('pinv'), h @ E.T ('tied'), h @ output.weight.T ('untied'),
+                             # exp(output.log_scale) * pinv_logit_scale * h @ pinv(E) ('pinv_scaled')
 
   def __post_init__(self): validate(self)
 
@@ -80,6 +82,14 @@ def validate(a: ModelArgs) -> None:
   if a.unembedding not in UNEMBEDDINGS:
     raise UserError(f"unembedding={a.unembedding!r} is unknown: expected one of {', '.join(map(repr, UNEMBEDDINGS))}")
 
+def uses_pinv(a: ModelArgs) -> bool: return a.unembedding in ("pinv", "pinv_scaled")
+
+def pinv_logit_scale(a: ModelArgs) -> float:
+  """pinv_scaled's scale at init: tied's logits over pinv's. llama2.c's E ~ N(0, 0.02^2) has a smaller Gram of about
+  0.02^2 max(V, d) times the identity, so pinv(E) is about E^T / (0.02^2 max(V, d)): pinv's first logits are that
+  many times tied's (the seed's first loss of 13-37 nats), this scale brings them back."""
+  return 0.02 ** 2 * max(a.vocab_size, a.dim)
+
 def round_up(n: int, multiple: int) -> int: return -(-n // multiple) * multiple
 
 def param_shapes(a: ModelArgs, vocab: int, hidden: int) -> dict[str, tuple[int, ...]]:
@@ -95,12 +105,14 @@ def param_shapes(a: ModelArgs, vocab: int, hidden: int) -> dict[str, tuple[int, 
                p+"attention_norm.weight": (d,), p+"ffn_norm.weight": (d,)}
   shapes["norm.weight"] = (d,)
   if a.unembedding == "untied": shapes["output.weight"] = (vocab, d)
+  if a.unembedding == "pinv_scaled": shapes["output.log_scale"] = (1,)
   return shapes
 
 def init_value(name: str, shape: tuple[int, ...], n_layers: int, rng: np.random.Generator) -> np.ndarray:
-  """llama2.c's init: unit norm weights, zero biases, N(0, 0.02) elsewhere, residual projections wo/w3 scaled down."""
+  """llama2.c's init: unit norm weights, zero biases, N(0, 0.02) elsewhere, residual projections wo/w3 scaled down;
+  pinv_scaled's log scale at 0."""
   if name.endswith("norm.weight"): return np.ones(shape, np.float32)
-  if name.endswith(".bias"): return np.zeros(shape, np.float32)
+  if name.endswith((".bias", ".log_scale")): return np.zeros(shape, np.float32)
   std = 0.02 / math.sqrt(2 * n_layers) if name.endswith(("wo.weight", "w3.weight")) else 0.02
   return (rng.standard_normal(shape) * std).astype(np.float32)
 
@@ -258,11 +270,12 @@ class Transformer:
     """U, (padded_vocab, dim): logits = h @ U.T."""
     a, w = self.args, self.weights
     E = w["tok_embeddings.weight"]
-    if a.unembedding == "pinv":
+    if uses_pinv(a):
       from tinystory.pinv import pinv
       # pinv of the logical rows only (appended zero rows would make E E^T singular when vocab < dim), then zero
       # columns back on so the logits matmul and its gradients run at the padded width
-      return pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
+      U = pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
+      return U * (w["output.log_scale"].exp() * pinv_logit_scale(a)) if a.unembedding == "pinv_scaled" else U
     return E if a.unembedding == "tied" else w["output.weight"]
 
   def logits(self, h: Tensor, cache: KVCache | None = None) -> Tensor:

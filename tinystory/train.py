@@ -65,7 +65,8 @@ class TrainConfig:
                           "training only")
   ffn_bias: bool = option(SEED_MODEL["ffn_bias"], "a bias on the SwiGLU gate w1 (the seed's; stock llama2.c has none)")
   unembedding: str = option(SEED_MODEL["unembedding"], "pinv (the seed: logits = h @ pinv(E)) | tied (stock llama2.c) | "
-                            "untied")
+                            "untied | pinv_scaled (beyond the seed: pinv's logits times a learned scale, starting at "
+                            "tied's logit scale)")
   # adamw optimizer
   gradient_accumulation_steps: int = option(1, "micro-batches whose mean gradient makes one optimizer step")
   learning_rate: float = option(3e-4, "peak learning rate, reached after warmup_iters")
@@ -455,7 +456,7 @@ def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
               unembedding=cfg.unembedding)
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted, start_log) -> dict:
-  from tinystory.model import ModelArgs, Transformer
+  from tinystory.model import ModelArgs, Transformer, uses_pinv
   from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
@@ -590,7 +591,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
       if not all(map(math.isfinite, losses.values())): diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
-      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if model.args.unembedding == "pinv" else None
+      cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if uses_pinv(model.args) else None
       record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
       if wandb:  # llama2.c's series, and its handling of a failure

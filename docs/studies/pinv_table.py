@@ -42,20 +42,22 @@ def step_times(study: Path) -> dict[tuple[str, str], list[float]]:
     out[(r["vocab"], r["unembedding"])].append(r["step"]["train_step_s"])
   return out
 
+BEYOND = {"pinv_scaled": " (beyond the seed)"}  # variants the seed did not have
+
 def table(runs: list[dict], times: dict[tuple[str, str], list[float]]) -> str:
   rows = defaultdict(list)
   for r in sorted(runs, key=lambda r: r["seed"]): rows[(r["vocab"], r["unembedding"])].append(r)
-  order = {"pinv": 0, "tied": 1, "untied": 2}
+  order = {"pinv": 0, "tied": 1, "untied": 2, "pinv_scaled": 3}
   out = ["| vocabulary | unembedding | seeds | held-out nats/token | held-out bits/char | val loss | ms/step (rounds) | cond(Gram) first eval → last |",
          "|---|---|--:|--:|--:|--:|--:|--:|"]
   for (vocab, u), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
     conds = ", ".join((f"{r['cond0']:.3g} → " if r["cond0"] else "") + f"{r['cond']:.3g}" for r in rs)
-    out.append(f"| {vocab} (V={rs[0]['V']}) | {u} | {len(rs)} | {spread([r['nats'] for r in rs], '.4f')} | "
+    out.append(f"| {vocab} (V={rs[0]['V']}) | {u + BEYOND.get(u, '')} | {len(rs)} | {spread([r['nats'] for r in rs], '.4f')} | "
                f"{spread([r['bpc'] for r in rs], '.4f')} | {spread([r['val'] for r in rs], '.4f')} | "
-               f"{spread([1000 * t for t in times[(vocab, u)]], '.0f') if times[(vocab, u)] else '-'} | {conds} |")
+               f"{spread([1000 * t for t in times[(vocab, u)]], '.0f') if times.get((vocab, u)) else '-'} | {conds} |")
   if pending := sorted({v for v, _ in times} - {v for v, _ in rows}):  # timed, but no finished run yet
     out += ["", "Step times of vocabularies without finished runs: " + "; ".join(
-      f"{v}: " + ", ".join(f"{u} {spread([1000 * t for t in times[(v, u)]], '.0f')} ms" for u in order if times[(v, u)])
+      f"{v}: " + ", ".join(f"{u} {spread([1000 * t for t in times[(v, u)]], '.0f')} ms" for u in order if times.get((v, u)))
       for v in pending) + "."]
   iters = sorted({r["iters"] for r in runs})
   held = sorted({(r["vocab"], r["heldout_tokens"], r["heldout_chars"]) for r in runs})
@@ -64,7 +66,7 @@ def table(runs: list[dict], times: dict[tuple[str, str], list[float]]) -> str:
   out += ["", "Samples (seed 1, temperature 0.8, top-k 20, prompt 'Once upon a time'), of each variant's first seed:", ""]
   for (vocab, u), rs in sorted(rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
     text = " ".join(line for line in rs[0]["sample"] if line.strip())[:300]
-    out += [f"- **{vocab}, {u}**: {text}"]
+    out += [f"- **{vocab}, {u}{BEYOND.get(u, '')}**: {text}"]
   return "\n".join(out) + "\n"
 
 if __name__ == "__main__":

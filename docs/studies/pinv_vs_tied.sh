@@ -6,6 +6,9 @@
 #   bash docs/studies/pinv_vs_tied.sh           # everything; a second call skips finished runs and resumes cut ones
 #   ITERS=1200 bash docs/studies/pinv_vs_tied.sh
 #
+# Beyond the seed, on the character vocabulary only (BEYOND, vocab:variant pairs): pinv_scaled, pinv's logits times a
+# learned scale that starts at tied's logit scale (pinv's first logits are hundreds of times larger).
+#
 # Data: the two .txt samples in $SHARED are trained on (their first 2% of stories are the val split of the training
 # log); the held-out part is the first $HELDOUT stories of TinyStories-shard-sample.json that are not in the training
 # text, never trained on and never seen by the tokenizer fits. It is scored with `cli.py eval` (bits per character
@@ -19,6 +22,7 @@ ITERS=${ITERS:-600}
 SEEDS=${SEEDS:-"1337 2024"}
 VOCABS=${VOCABS:-"char bpe361"}
 VARIANTS=${VARIANTS:-"pinv tied untied"}
+BEYOND=${BEYOND-"char:pinv_scaled"}
 HELDOUT=${HELDOUT:-400}
 TRAIN_FILES=("$SHARED/TinyStories-train-sample.txt" "$SHARED/TinyStoriesV2-GPT4-train-sample.txt")
 FIT_DATA=(--data "${TRAIN_FILES[0]}" --data "${TRAIN_FILES[1]}")
@@ -40,7 +44,7 @@ os.replace(out + ".tmp", out)
 PYEOF
 
 # vocabulary-major order: an interrupted study has both seeds of the character vocabulary first
-for v in $VOCABS; do for seed in $SEEDS; do for u in $VARIANTS; do
+for v in $VOCABS; do for seed in $SEEDS; do for u in $VARIANTS $(for b in $BEYOND; do [ "${b%%:*}" = "$v" ] && echo "${b#*:}"; done); do
   name="study/$v-$u-s$seed"; rdir="runs/$name"
   if ! $PY -c "import json, sys; sys.exit(json.load(open('$rdir/ckpt/ckpt.json'))['iter_num'] < $ITERS)" 2>/dev/null; then
     init=scratch; [ -d "$rdir/ckpt" ] && init=resume
