@@ -185,6 +185,9 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   if "torch" in against and not torch_available():
     raise UserError("--against torch needs PyTorch: pip install '.[bench]' (a CPU build: pip install torch==2.13.0)")
   if "torch" in against and torch_device is None: raise UserError(f"--against torch: PyTorch has no device for tinygrad's {dev}")
+  if "torch" in against and cfg["unembedding"] not in ("pinv", "tied"):
+    raise UserError(f"--against torch: the PyTorch twin (bench/torch_llama.py) has the pinv and tied unembeddings, not "
+                    f"{cfg['unembedding']!r}")
   env = {**os.environ, **({"BEAM": str(beam)} if beam else {})}
   args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens),
           "--device", device]

@@ -59,7 +59,7 @@ def load_model_file(path, tokenizer_path=None):
     - a Hugging Face Llama directory (config.json, model.safetensors) with its tokenizer.json as written by
       `export-model --format hf` (a project Tokenizer), or `tokenizer_path`.
   The model is a project Transformer (ffn_bias and unembedding from the file: 'tied' for a shared classifier, else
-  'untied'; the pseudo-inverse of an exported pinv model comes back as that untied matrix). Files are only read as
+  'untied'; the pseudo-inverse of an exported pinv or pinv_scaled model comes back as that untied matrix). Files are only read as
   bytes (no pickle); every problem is a UserError naming the file."""
   from tinystory.model import ModelArgs, Transformer
   p = Path(path)

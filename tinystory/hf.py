@@ -5,7 +5,7 @@ Weights map one to one (llama2.c name -> HF name), except:
   - q and k projections: llama2.c rotates channel pairs (2j, 2j+1) of each head, HF rotates (j, j + head_dim/2)
     ("rotate_half"), so their output rows are permuted within each head (llama2.c's export.py documents it);
   - the unembedding is HF's lm_head, always untied: the embedding ('tied'), output.weight ('untied') or the
-    materialised pseudo-inverse pinv(E)^T ('pinv');
+    materialised pseudo-inverse pinv(E)^T ('pinv'; 'pinv_scaled' times its scale);
   - w1's bias is gate_proj's bias under `mlp_bias: true`, with zero biases for up_proj and down_proj.
 The tokenizer: char as a BPE model without merges over the characters (unknown characters -> <unk>, one each),
 byte-level BPE as a BPE model over GPT-2's byte-to-unicode alphabet behind the project's pre-tokenizer pattern, with

@@ -15,7 +15,7 @@ The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is:
 every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
 search then. TINYSTORY_KERNEL_OPTS=0 turns the table off; TINYSTORY_KERNEL_OPTS=FILE uses a table searched elsewhere.
 """
-import argparse, functools, json, os, time
+import argparse, functools, hashlib, json, os, time
 from pathlib import Path
 from tinystory import UserError
 from tinystory.log import log
@@ -26,12 +26,19 @@ def table_path() -> Path | None:
   """TINYSTORY_KERNEL_OPTS: 1 (the default) the shipped table, 0 none, else the path of a table of one's own (written
   by `python -m tinystory.kernel_opts --out FILE` on one's machine)."""
   v = os.environ.get("TINYSTORY_KERNEL_OPTS", "1").strip()
-  return None if v == "0" else TABLE if v in ("", "1") else Path(v)
+  return None if v == "0" else TABLE if v in ("", "1") else Path(v).resolve()
 
 @functools.cache
 def load_table(path: Path) -> dict[str, list]:
-  """kernel key -> opts [(OptOps name, axis, arg), ...], from a table file."""
-  try: return {k["key"]: k["opts"] for k in json.loads(path.read_text(encoding="utf-8"))["kernels"]}
+  """kernel key -> opts [(OptOps name, axis, arg), ...], from a table file, each opt checked to be one."""
+  from tinygrad.codegen.opt import OptOps
+  try:
+    out = {k["key"]: k["opts"] for k in json.loads(path.read_text(encoding="utf-8"))["kernels"]}
+    for opts in out.values():
+      for op, axis, arg in opts:
+        if op not in OptOps.__members__ or not isinstance(axis, int | None) or not isinstance(arg, int | list | None):
+          raise ValueError(f"{[op, axis, arg]} is not an opt (OptOps name, axis, arg)")
+    return out
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"TINYSTORY_KERNEL_OPTS={path}: not a kernel table ({type(e).__name__}: {e}); expected 0, 1 or a "
                     f"file written by python -m tinystory.kernel_opts") from None
@@ -39,9 +46,11 @@ def load_table(path: Path) -> dict[str, list]:
 def table() -> dict[str, list]: return {} if (path := table_path()) is None else load_table(path)
 
 def describe() -> str:
-  """Which table training uses, for bench's record."""
+  """Which table training uses, for bench's record and the run's versions: its file, size and content hash."""
   if (path := table_path()) is None: return "none (TINYSTORY_KERNEL_OPTS=0): tinygrad's heuristics for every kernel"
-  return f"{path.name if path == TABLE else path}, {len(table())} searched kernels (TINYSTORY_KERNEL_OPTS=0: none)"
+  digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "missing"
+  return (f"{path.name if path == TABLE else path} (sha256 {digest}), {len(table())} searched kernels, for tinygrad's "
+          f"Clang CPU renderer")
 
 def is_cpu(ren) -> bool:
   from tinygrad.renderer.cstyle import ClangRenderer
@@ -52,10 +61,10 @@ def thread(k) -> None:
   its 'threading' block, 0.14.0): BEAM timed each candidate on one core, so the table's opts hold no THREAD."""
   from tinygrad.codegen.opt import Opt, OptOps, KernelOptError
   from tinygrad.helpers import prod
-  from tinygrad.uop.ops import AxisType
+  from tinygrad.uop.ops import AxisType, resolve
   if not k.ren.has_threads or k.ren.global_max is None: return
   for threads in (32, 16, 12, 8, 6, 5, 4, 3, 2):
-    if threads > k.ren.global_max[0] or prod(k.full_shape) // (128 << 10) < threads: continue
+    if threads > k.ren.global_max[0] or resolve(prod(k.full_shape) // (128 << 10) < threads): continue
     for axis in k.axes_of(AxisType.WEAK):
       if k.full_shape[axis] % threads == 0:
         try: k.apply_opt(Opt(OptOps.THREAD, axis, threads))
@@ -85,15 +94,20 @@ def kernel_key(ast) -> str:
   params = {p: p.replace(arg=replace(p.arg, device=None)) for p in ast.toposort() if p.op is Ops.PARAM and p.arg.device is not None}
   return (ast.substitute(params) if params else ast).key.hex()
 
-used: set[str] = set()  # the table's keys applied in this process (not in tinygrad's compile workers)
+applied_here: set[str] = set()  # the table's keys applied in this process (tinygrad's compile workers keep their own)
 
 def apply_opts(ast, ren, beam: int = 0):
-  """tinygrad.codegen's apply_opts, the table's opts first: where the table has ast (on the CPU, with no opts given
-  and no BEAM asked for), its opts and the threading; else tinygrad's own choice."""
-  opts = table().get(key := kernel_key(ast)) if ast.tag is None and not beam and is_cpu(ren) else None
-  if opts is None or ast.arg is None or ast.arg.opts_to_apply is not None: return tinygrad_apply_opts()(ast, ren, beam)
-  used.add(key)
-  k = scheduler(ast, ren, opts)
+  """tinygrad.codegen's apply_opts, the table's opts first: where the table has ast (on the CPU, where tinygrad's
+  heuristics would choose: no opts given, no BEAM, no NOOPT), its opts and the threading; else, and where the opts do
+  not fit the kernel (a table of one's own), tinygrad's own choice."""
+  from tinygrad.codegen.opt import KernelOptError
+  from tinygrad.helpers import NOOPT
+  chooses = ast.tag is None and not beam and not NOOPT and ast.arg is not None and ast.arg.opts_to_apply is None \
+            and ast.arg.applied_opts == () and is_cpu(ren)
+  if not chooses or (opts := table().get(key := kernel_key(ast))) is None: return tinygrad_apply_opts()(ast, ren, beam)
+  try: k = scheduler(ast, ren, opts)
+  except KernelOptError: return tinygrad_apply_opts()(ast, ren, beam)
+  applied_here.add(key)
   thread(k)
   return k.get_optimized_ast(name_override=ast.arg.name if ast.arg.name != "test" else None)
 
@@ -119,9 +133,10 @@ def install() -> bool:
   from tinystory.replay import tinygrad_is_pinned
   if not table() or not tinygrad_is_pinned(): return False
   import tinygrad.engine.realize as realize
+  if (path := table_path()) != TABLE: os.environ["TINYSTORY_KERNEL_OPTS"] = str(path)  # absolute, for the workers
   tinygrad_compile_kernel()
   use_table()
-  realize._compile_kernel = compile_kernel
+  realize._compile_kernel = compile_kernel  # looked up by lower_and_compile at each call, pickled by name to workers
   return True
 
 # *** the search that wrote kernel_opts.json (run on a quiet machine; minutes per kernel) ***

@@ -85,9 +85,10 @@ def validate(a: ModelArgs) -> None:
 def uses_pinv(a: ModelArgs) -> bool: return a.unembedding in ("pinv", "pinv_scaled")
 
 def pinv_logit_scale(a: ModelArgs) -> float:
-  """pinv_scaled's scale at init: tied's logits over pinv's. llama2.c's E ~ N(0, 0.02^2) has a smaller Gram of about
-  0.02^2 max(V, d) times the identity, so pinv(E) is about E^T / (0.02^2 max(V, d)): pinv's first logits are that
-  many times tied's (the seed's first loss of 13-37 nats), this scale brings them back."""
+  """pinv_scaled's scale at init, roughly tied's logits over pinv's. llama2.c's E ~ N(0, 0.02^2) has a smaller Gram
+  whose mean is 0.02^2 max(V, d) times the identity, so pinv(E) is roughly E^T / (0.02^2 max(V, d)) and pinv's first
+  logits hundreds of times tied's (the seed's first loss of 13-37 nats). The Gram's inverse is larger than the inverse
+  of its mean, most when V is near d: scaled, the first logits are 1.2-1.9x tied's for d = 128 and V = 37-361."""
   return 0.02 ** 2 * max(a.vocab_size, a.dim)
 
 def round_up(n: int, multiple: int) -> int: return -(-n // multiple) * multiple

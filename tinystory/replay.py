@@ -134,7 +134,8 @@ TINYGRAD = "0.14.0"  # setup.cfg's pin
 def tinygrad_is_pinned() -> bool:
   from importlib.metadata import version
   if (v := version("tinygrad")) == TINYGRAD: return True
-  log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py reads: kernels run through TinyJit, on one core")
+  log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py and kernel_opts.py read: kernels run through "
+      f"TinyJit, on one core, as tinygrad's heuristics optimise them")
   return False
 
 def kernel_replay(jit, inputs: tuple) -> Replay | None:

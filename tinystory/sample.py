@@ -206,7 +206,8 @@ def load_prompt(start: str, tok) -> list[int]:
   return ids
 
 def state_dict_lines(model) -> list[str]:
-  """llama2.c's state dict, name and shape, in model order; a tied or pinv model still has llama2.c's output.weight."""
+  """llama2.c's state dict, name and shape, in model order (pinv_scaled's output.log_scale among them); a tied or pinv
+  model still has llama2.c's output.weight."""
   shapes = dict(model.shapes)
   shapes.setdefault("output.weight", shapes["tok_embeddings.weight"])
   return [f"{n} {list(s)}" for n, s in shapes.items()]

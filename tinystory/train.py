@@ -540,6 +540,9 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   steps = TrainSteps(model, cfg)
   if resume: steps.load_optimizer_state(resume.opt, resume.meta["opt_step"])
+  if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := versions()["kernel_opts"]):
+    log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
+        f"an uninterrupted run's by rounding")
 
   def estimate_loss() -> dict[str, float]:
     out = {}
@@ -633,6 +636,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
 def versions() -> dict:
   import tinygrad
+  from tinystory import kernel_opts
   return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
-          "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus"}
+          "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
+          "kernel_opts": kernel_opts.describe()}
 
