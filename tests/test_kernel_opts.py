@@ -1,7 +1,7 @@
 """The searched kernel table (tinystory/kernel_opts.py): every entry still matches a kernel of the seed training step,
 a table's opts are applied (and the kernel still split over cores) with the same numbers to float rounding, and a
 bad table is a one-line error. Each case runs in its own process: tinygrad caches compiled kernels per process."""
-import json, os, subprocess, sys
+import json, os, re, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -94,3 +94,20 @@ def test_off_and_bad_tables(tmp_path, monkeypatch):
     with pytest.raises(kernel_opts.UserError, match=rf"^TINYSTORY_KERNEL_OPTS={bad}: not a kernel table \(.*\); "
                                                      r"expected 0, 1 or a file written by python -m tinystory.kernel_opts$"):
       kernel_opts.table()
+
+def test_a_resume_with_another_table_says_so(tmp_path, monkeypatch):
+  """The table is part of what made a run's floats (the run's versions record it): a resume under another one logs
+  that the continuation differs from an uninterrupted run by rounding."""
+  from test_train import run_train
+  res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2")
+  assert res.exit_code == 0, res.output
+  assert json.loads((rdir / "config.json").read_text())["versions"]["kernel_opts"] == kernel_opts.describe()
+  res, _ = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--init_from=resume")  # the same table: no note
+  assert res.exit_code == 0 and "kernel table" not in res.output, res.output
+  monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", "0")
+  res, _ = run_train(tmp_path, "--max_iters=4", "--eval_interval=2", "--init_from=resume")
+  assert res.exit_code == 0, res.output
+  assert re.search(r"^note: the checkpoint was trained with the CPU kernel table kernel_opts\.json \(sha256 [0-9a-f]{12}\), "
+                   r"\d+ searched kernels, for tinygrad's Clang CPU renderer; now none \(TINYSTORY_KERNEL_OPTS=0\): "
+                   r"tinygrad's heuristics for every kernel: from here the floats differ from an uninterrupted run's by "
+                   r"rounding$", res.output, re.M), res.output
