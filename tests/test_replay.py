@@ -138,5 +138,6 @@ def test_another_tinygrad_runs_the_jit_and_says_so(monkeypatch, logged):
       upload(x, host_view(x), np.full(4, i, np.float32))
       assert f().tolist() == [i + 1] * 4
     assert f.replay is None
-    assert logged == ["note: tinygrad 0.15.0 is not 0.14.0, whose internals replay.py reads: kernels run through TinyJit, on one core"]
+    assert logged == ["note: tinygrad 0.15.0 is not 0.14.0, whose internals replay.py and kernel_opts.py read: kernels run "
+                      "through TinyJit, on one core, as tinygrad's heuristics optimise them"]
   finally: replay.tinygrad_is_pinned.cache_clear()
