@@ -63,6 +63,9 @@ MUTATIONS = {
   "kernel table: keys that include the device (the CPU's table misses on the NULL device and elsewhere)": (
     "tinystory/kernel_opts.py", "return (ast.substitute(params) if params else ast).key.hex()", "return ast.key.hex()",
     ["tests/test_kernel_opts.py::test_every_entry_matches_a_kernel_of_the_seed_step"]),
+  "gradient clipping: the factor left lazy (a GPU recomputes the norm in every thread block of every update)": (
+    "tinystory/train.py", "(grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()", "(grad_clip / (norm + 1e-6)).minimum(1.0)",
+    ["tests/test_bench.py::test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little"]),
 }
 
 def run(name: str) -> str:
