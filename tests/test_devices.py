@@ -85,3 +85,20 @@ def test_each_device_gets_its_shard_of_the_batch_and_all_the_weights():
   for t in steps.batch: assert t.device == devices and t.uop.axis == 0 and t.shape == (4, 8)
   for t in [*model.parameters(), *steps.exp_avg, *steps.exp_avg_sq, *steps.grad_acc]:
     assert t.device == devices and t.uop.axis is None  # replicated
+
+def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
+  from tinygrad.helpers import ALLOW_TF32
+  from tinystory.device import choose_for
+  monkeypatch.delenv("ALLOW_TF32", raising=False)
+  monkeypatch.setattr(ALLOW_TF32, "value", 0)
+  for backend in ("CPU", "METAL", "AMD"):
+    choose_for(backend)
+    assert ALLOW_TF32.value == 0, backend
+  for backend in ("CUDA", "NV"):
+    ALLOW_TF32.value = 0
+    choose_for(backend)
+    assert ALLOW_TF32.value == 1, backend
+  ALLOW_TF32.value = 0
+  monkeypatch.setenv("ALLOW_TF32", "0")  # the user's own choice stands
+  choose_for("CUDA")
+  assert ALLOW_TF32.value == 0

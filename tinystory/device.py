@@ -1,5 +1,6 @@
 """The tinygrad device for `--device`, named as llama2.c/torch name it; a comma-separated list (cuda:0,cuda:1) is data
 parallel training over those devices (docs/devices.md)."""
+import os
 import numpy as np
 from tinystory import UserError
 
@@ -28,7 +29,16 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
     raise UserError(f"{option}={name}: a single device is the backend's first one here: pick the GPU with e.g. "
                     f"CUDA_VISIBLE_DEVICES={devices[0].split(':')[1]} and --device={base.lower()}")
   DEV.value = base
+  choose_for(base)
   return devices if len(devices) > 1 else devices[0]
+
+def choose_for(backend: str) -> None:
+  """What the program does differently on a backend, in one place. On NVIDIA GPUs (CUDA, NV) float32 matmuls use
+  the tensor cores in TF32, as the seed's PyTorch train.py allows them (torch.backends.cuda.matmul.allow_tf32):
+  tinygrad leaves them off unless ALLOW_TF32=1, and without them its matmuls run on the plain float32 units, several
+  times slower. ALLOW_TF32=0 in the environment keeps full float32 matmuls."""
+  from tinygrad.helpers import ALLOW_TF32
+  if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
 
 def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
   """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
