@@ -29,28 +29,28 @@ def table_path() -> Path | None:
   return None if v == "0" else TABLE if v in ("", "1") else Path(v).resolve()
 
 @functools.cache
-def load_table(path: Path) -> dict[str, list]:
-  """kernel key -> opts [(OptOps name, axis, arg), ...], from a table file, each opt checked to be one."""
+def load_table(path: Path) -> tuple[dict[str, list], str]:
+  """(kernel key -> opts [(OptOps name, axis, arg), ...], the file's sha256) from a table file, each opt checked."""
   from tinygrad.codegen.opt import OptOps
   try:
-    out = {k["key"]: k["opts"] for k in json.loads(path.read_text(encoding="utf-8"))["kernels"]}
+    raw = path.read_bytes()
+    out = {k["key"]: k["opts"] for k in json.loads(raw.decode("utf-8"))["kernels"]}
     for opts in out.values():
       for op, axis, arg in opts:
         if op not in OptOps.__members__ or not isinstance(axis, int | None) or not isinstance(arg, int | list | None):
           raise ValueError(f"{[op, axis, arg]} is not an opt (OptOps name, axis, arg)")
-    return out
+    return out, hashlib.sha256(raw).hexdigest()
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"TINYSTORY_KERNEL_OPTS={path}: not a kernel table ({type(e).__name__}: {e}); expected 0, 1 or a "
                     f"file written by python -m tinystory.kernel_opts") from None
 
-def table() -> dict[str, list]: return {} if (path := table_path()) is None else load_table(path)
+def table() -> dict[str, list]: return {} if (path := table_path()) is None else load_table(path)[0]
 
 def describe() -> str:
   """Which table training uses, for bench's record and the run's versions: its file, size and content hash."""
   if (path := table_path()) is None: return "none (TINYSTORY_KERNEL_OPTS=0): tinygrad's heuristics for every kernel"
-  digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12] if path.is_file() else "missing"
-  return (f"{path.name if path == TABLE else path} (sha256 {digest}), {len(table())} searched kernels, for tinygrad's "
-          f"Clang CPU renderer")
+  opts, digest = load_table(path)
+  return f"{path.name if path == TABLE else path} (sha256 {digest[:12]}), {len(opts)} searched kernels, for tinygrad's Clang CPU renderer"
 
 def is_cpu(ren) -> bool:
   from tinygrad.renderer.cstyle import ClangRenderer
@@ -118,10 +118,11 @@ def tinygrad_compile_kernel():
 
 def compile_kernel(task):
   """tinygrad's _compile_kernel with the table in use: tinygrad compiles in spawned worker processes, which import
-  this module to run it, so each installs the table for itself."""
+  this module to run it, so each installs the table for itself (once: use_table is cached)."""
   use_table()
   return tinygrad_compile_kernel()(task)
 
+@functools.cache
 def use_table() -> None:
   import tinygrad.codegen as codegen
   tinygrad_apply_opts()
