@@ -98,7 +98,8 @@ a, b = Tensor.ones(65536).contiguous().realize(), Tensor.ones(4096).contiguous()
 calls.clear()
 (a * b.square().sum()).realize()
 [call] = calls
-print(json.dumps([realize.estimate_uop(call).ops, executed_estimates(call.src[0]).ops]))
+executed, threads = executed_estimates(call.src[0])
+print(json.dumps([realize.estimate_uop(call).ops, executed.ops, threads]))
 """
 
 def test_a_reduction_each_thread_block_recomputes_is_counted_in_every_block():
@@ -107,9 +108,10 @@ def test_a_reduction_each_thread_block_recomputes_is_counted_in_every_block():
   import os, subprocess, sys
   out = subprocess.run([sys.executable, "-c", RECOMPUTING_KERNEL], env={**os.environ, "DEV": "NULL:CUDA:sm_90"},
                        cwd=bench.ROOT, capture_output=True, text=True, check=True).stdout
-  tinygrads, executed = json.loads(out.splitlines()[-1])
+  tinygrads, executed, threads = json.loads(out.splitlines()[-1])
   assert tinygrads < 16 * 65536  # a few ops per output (indexing included), b's sum (2 x 4,096) once
   assert executed >= 65536 // 16 * 2 * 4096  # b's sum once per block of at most 16 outputs: 4,096 blocks or more
+  assert 65536 // 16 <= threads <= 65536 * 16  # at most 16 outputs a thread, at most 16 threads an output (a grouped sum)
 
 def test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little(logged):
   """The seed config's training iteration rendered for CUDA on the NULL device (no CUDA library here): its estimated
@@ -120,6 +122,9 @@ def test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recompute
   assert res["model_flops"] == 64 * 128 * (6 * 834_644 + 12 * 4 * 16 * 8 * 128)  # 834,644 parameters
   assert 1.0 < res["flops_ratio"] <= 1.5, res["flops_ratio"]
   ks = res["kernels"]
+  # no kernel leaves a GPU with a few threads and long loops: weight gradients summed over all 8,192 positions in one
+  # go (256 threads, 1,075 kFLOP each) or the clip's norm in one kernel (16 threads, 535 kFLOP each) did
+  assert max(k["flops_per_thread"] for k in ks) < 100e3
   assert sum(k["flops"] for k in ks) == res["flops"] and sum(k["count"] for k in ks) == res["kernels_count"] > 400
   assert [k["flops"] for k in ks] == sorted((k["flops"] for k in ks), reverse=True) and len(logged[-5:]) == 5
   with pytest.raises(UserError, match="--schedule must be one of cuda, amd, cpu, got 'tpu'"): bench.schedule(renderer="tpu")

@@ -12,13 +12,14 @@ from tinystory.plot import run_curves, run_labels, smooth, smooth_centred
 OPTIONS = {"out_dir": "a", "batch_size": 4, "max_seq_len": 16, "gradient_accumulation_steps": 2, "unembedding": "pinv",
            "seed": 1, "data": "/x/shards-char", "learning_rate": 1e-3, "log_interval": 1}
 
-def fake_run(root: Path, name: str, iters: int = 20, resumed_at: int | None = None, **options) -> Path:
+def fake_run(root: Path, name: str, iters: int = 20, resumed_at: int | None = None, model_args: dict | None = None,
+             **options) -> Path:
   """A run dir as train leaves it: iterations 0..iters-1 with dt = 1 + iter/10, evals every 5 iterations; with
   `resumed_at`, iterations from there on are written twice, the second time with different losses (a resume)."""
   rdir = root / name
   rdir.mkdir()
   (rdir / "train.log").write_text("")
-  (rdir / "config.json").write_text(json.dumps({"options": {**OPTIONS, "out_dir": name, **options}, "model_args": {},
+  (rdir / "config.json").write_text(json.dumps({"options": {**OPTIONS, "out_dir": name, **options}, "model_args": model_args or {},
                                                 "data_meta": {}, "tokenizer": {}, "versions": {}, "commands": ["x"]}))
   recs = [{"iter": i, "loss": 5 - i / 10, "dt": 1 + i / 10} for i in range(iters)]
   if resumed_at is not None: recs += [{"iter": i, "loss": 4 - i / 10, "dt": 1 + i / 10} for i in range(resumed_at, iters)]
@@ -56,6 +57,11 @@ def test_labels_name_the_options_that_differ(tmp_path):
                               "t2 (data=shards-bpe361, seed=2, unembedding=tied)"]
   assert run_labels(runs[:1]) == ["p1"]
   assert run_labels([runs[0], fake_run(tmp_path, "same")]) == ["p1", "same"]  # out_dir alone is no difference
+  # vocab_size=0 (the tokenizer's size) and that size spelled out are the same model: compared as resolved
+  spelled, implied = (fake_run(tmp_path, n, vocab_size=v, model_args={"vocab_size": 361}) for n, v in (("v361", 361), ("v0", 0)))
+  assert run_labels([spelled, implied]) == ["v361", "v0"]
+  assert run_labels([spelled, fake_run(tmp_path, "v91", vocab_size=0, model_args={"vocab_size": 91})]) == \
+         ["v361 (vocab_size=361)", "v91 (vocab_size=91)"]
 
 @pytest.mark.parametrize("x", ["iter", "tokens", "seconds"])
 def test_several_runs_make_one_png(tmp_path, monkeypatch, x):

@@ -88,8 +88,10 @@ def train_steps(n: int, replayed: bool) -> tuple[list[float], dict[str, np.ndarr
     loss = steps.micro_step(*(rng.integers(0, 40, (4, 16)) for _ in range(2)))
     steps.update(1e-2)
     losses.append(loss.item())
-  for jit in (steps._micro, steps._update):
-    assert (jit.replay is not None) == replayed and (not replayed or any(jit.replay.parallel))
+  for jit in (steps._micro, steps._update): assert (jit.replay is not None) == replayed
+  # the forward + backward has kernels split over the cores (the update's are all too small to split since the clip
+  # factor is its own kernel)
+  assert not replayed or any(steps._micro.replay.parallel)
   return losses, {k: v.numpy() for k, v in model.state_dict().items()}
 
 @needs_cores

@@ -9,6 +9,7 @@ import pytest
 from tinygrad import Tensor
 import cli as cli_module
 from cli import cli
+import tinystory.model as model_module
 from tinystory.model import ModelArgs, Transformer
 from tinystory.checkpoint import load_checkpoint
 from tinystory.train import TrainConfig, TrainSteps
@@ -54,14 +55,19 @@ def assert_gradient_matches_reference(g: np.ndarray, sd, args, tokens, targets, 
     # float32 gradients: ~1e-6 relative per entry; the bound scales with |g| |d|, the size of what is summed
     assert analytic == pytest.approx(numeric, abs=2e-4 * np.linalg.norm(g) * np.linalg.norm(d)), name
 
-# (unembedding, vocab_size, pad_to, n_kv_heads, ffn_bias, compile, n_layers): pinv in both orientations (vocab >= dim: E^T E;
-# vocab < dim: E E^T), padded (vocab and hidden rounded up to 16) and unpadded, grouped-query attention, with and
-# without the FFN bias, the compiled step (TinyJit, its capture, then the kernels replayed on every core) and eager
-STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2), ("pinv", 5, 1, 2, False, False, 1), ("tied", 11, 16, 2, True, False, 1),
-                 ("untied", 11, 1, 1, True, True, 1), ("pinv_scaled", 11, 16, 1, True, False, 1)]
+# (unembedding, vocab_size, pad_to, n_kv_heads, ffn_bias, compile, n_layers, weight_grad_chunk): pinv in both
+# orientations (vocab >= dim: E^T E; vocab < dim: E E^T), padded (vocab and hidden rounded up to 16) and unpadded,
+# grouped-query attention, with and without the FFN bias, the compiled step (TinyJit, its capture, then the kernels
+# replayed on every core) and eager; weight gradients summed over all B * T = 12 positions at once (the CPU's choice)
+# and in chunks of 4 or 3 positions (the GPUs' choice, device.choose_for)
+STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2, 0), ("pinv", 5, 1, 2, False, False, 1, 0), ("tied", 11, 16, 2, True, False, 1, 0),
+                 ("untied", 11, 1, 1, True, True, 1, 0), ("pinv_scaled", 11, 16, 1, True, False, 1, 0),
+                 ("pinv", 11, 16, 1, True, True, 2, 4), ("untied", 11, 1, 2, False, False, 1, 3)]
 
-@pytest.mark.parametrize("unembedding,vocab,pad_to,n_kv_heads,ffn_bias,compile,n_layers", STEP_VARIANTS)
-def test_train_step_gradients_match_float64_finite_differences(unembedding, vocab, pad_to, n_kv_heads, ffn_bias, compile, n_layers):
+@pytest.mark.parametrize("unembedding,vocab,pad_to,n_kv_heads,ffn_bias,compile,n_layers,chunk", STEP_VARIANTS)
+def test_train_step_gradients_match_float64_finite_differences(unembedding, vocab, pad_to, n_kv_heads, ffn_bias, compile, n_layers,
+                                                               chunk, monkeypatch):
+  monkeypatch.setattr(model_module, "WEIGHT_GRAD_CHUNK", chunk)
   args = ModelArgs(dim=8, n_layers=n_layers, n_heads=2, n_kv_heads=n_kv_heads, vocab_size=vocab, multiple_of=1, max_seq_len=8,
                    dropout=0.0, ffn_bias=ffn_bias, unembedding=unembedding)
   model, sd = perturbed_model(args, pad_to)

@@ -100,15 +100,18 @@ def render_only() -> None:
     def __init__(self, *args, **kwargs): super().__init__(None)
   cuda.NVRTCCompiler = cuda.NVCCCompiler = amd.HIPCompiler = amd.HIPCCCompiler = cpu.ClangCompiler = SourceOnly
 
-def executed_estimates(program):
-  """tinygrad's estimates of a rendered kernel (a PROGRAM), as its threads run it: every op counted once per GPU
-  thread (or CPU part) that executes it. tinygrad's own count multiplies an op only by the thread indices that come
-  before it in the code, so a reduction that each thread block recomputes, placed before blockIdx, counts once."""
+def executed_estimates(program) -> tuple:
+  """tinygrad's estimates of a rendered kernel (a PROGRAM) as its threads run it, and the number of threads (GPU
+  threads, or CPU parts): every op counted once per thread that executes it. tinygrad's own count multiplies an op
+  only by the thread indices that come before it in the code, so a reduction that each thread block recomputes,
+  placed before blockIdx, counts once."""
+  import math
   from tinygrad.renderer import Estimates
   from tinygrad.uop.ops import Ops
   uops = next(s for s in program.src if s.op is Ops.LINEAR).src
-  threads = [u for u in uops if u.op is Ops.SPECIAL or (u.op is Ops.PARAM and u.arg.name == "core_id")]
-  return Estimates.from_uops(tuple(threads) + tuple(u for u in uops if u not in threads))
+  ids = [u for u in uops if u.op is Ops.SPECIAL or (u.op is Ops.PARAM and u.arg.name == "core_id")]
+  threads = math.prod(int(u.src[0].vmax) if u.op is Ops.SPECIAL else int(u.vmax) + 1 for u in ids)
+  return Estimates.from_uops(tuple(ids) + tuple(u for u in uops if u not in ids)), threads
 
 def measure_schedule(cfg: dict, batch_size: int) -> dict:
   """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
@@ -133,9 +136,9 @@ def measure_schedule(cfg: dict, batch_size: int) -> dict:
   def record(ctx, call, st, ets):
     if ctx.update_stats:
       ast = call.src[0]
-      e = executed_estimates(ast) if ast.op is Ops.PROGRAM else realize.estimate_uop(call)
+      e, threads = executed_estimates(ast) if ast.op is Ops.PROGRAM else (realize.estimate_uop(call), 1)
       name = ansistrip(ast.arg.name) if ast.op is Ops.PROGRAM else ast.op.name.lower()
-      k = kernels.setdefault(name, {"kernel": name, "count": 0, "flops": 0, "bytes": 0})
+      k = kernels.setdefault(name, {"kernel": name, "count": 0, "flops": 0, "bytes": 0, "threads": threads})
       k["count"], k["flops"], k["bytes"] = k["count"] + 1, k["flops"] + sym_infer(e.ops, ctx.var_vals), k["bytes"] + sym_infer(e.mem, ctx.var_vals)
     return track(ctx, call, st, ets)
   realize.track_stats = record
@@ -157,9 +160,9 @@ def worker(argv: list[str]) -> None:
   p.add_argument("--device", default="cpu")
   a = p.parse_args(argv)
   cfg = {**SEED_MODEL, **a.cfg}
-  if a.worker != "schedule":  # the schedule worker runs on the NULL device its DEV names
-    from tinystory.device import set_device
-    set_device(a.device)
+  from tinystory.device import choose_for, set_device
+  if a.worker != "schedule": set_device(a.device)
+  else: choose_for(os.environ["DEV"].split(":")[1])  # runs on the NULL device its DEV names, as on DEV's renderer's backend
   out = (measure_train(cfg, a.batch_size, a.steps, a.kernels) if a.worker == "train" else
          measure_schedule(cfg, a.batch_size) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
   from tinygrad import Device
@@ -260,10 +263,16 @@ def schedule(overrides: dict | None = None, batch_size: int = 64, renderer: str 
   log(f"{res['kernels_count']} kernels ({res['renderer']}): {res['flops'] / 1e9:,.1f} GFLOP estimated as executed, "
       f"{res['flops_ratio']:.2f}x the model's {res['model_flops'] / 1e9:,.1f} GFLOP (llama2.c's 6N + 12LHQT per token), "
       f"{res['bytes'] / 1e9:,.2f} GB read and written")
+  for k in res["kernels"]: k["flops_per_thread"] = k["flops"] / k["count"] / k["threads"]
+  longest = max(res["kernels"], key=lambda k: k["flops_per_thread"])
+  if renderer != "cpu":  # where every thread is one core, not one of a GPU's many thousand lanes
+    log(f"the longest work of one thread: {longest['flops_per_thread'] / 1e3:,.1f} kFLOP in {longest['kernel']} "
+        f"({longest['threads']:,} threads): on a GPU, a kernel with few threads and long serial work runs slowly")
   log(f"the {min(kernels, len(res['kernels']))} kernels with the most estimated FLOPs (summed over their launches):")
-  log(f"{'GFLOP':>8} {'share':>6} {'count':>6} {'MB':>8}  kernel")
+  log(f"{'GFLOP':>8} {'share':>6} {'count':>6} {'MB':>8} {'threads':>8} {'kFLOP/thr':>9}  kernel")
   for k in res["kernels"][:kernels]:
-    log(f"{k['flops'] / 1e9:8.2f} {k['flops'] / res['flops']:6.1%} {k['count']:6d} {k['bytes'] / 1e6:8.1f}  {k['kernel']}")
+    log(f"{k['flops'] / 1e9:8.2f} {k['flops'] / res['flops']:6.1%} {k['count']:6d} {k['bytes'] / 1e6:8.1f} "
+        f"{k['threads']:8d} {k['flops_per_thread'] / 1e3:9.1f}  {k['kernel']}")
   if json_path: write_atomic(json_path, json.dumps(res, indent=1))
   return res
 

@@ -32,13 +32,20 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
   choose_for(base)
   return devices if len(devices) > 1 else devices[0]
 
+CPU_BACKENDS = ("CPU", "CLANG", "LLVM")  # tinygrad's CPU device, and its renderers' names (NULL:CLANG:... renders for it)
+
 def choose_for(backend: str) -> None:
-  """What the program does differently on a backend, in one place. On NVIDIA GPUs (CUDA, NV) float32 matmuls use
-  the tensor cores in TF32, as the seed's PyTorch train.py allows them (torch.backends.cuda.matmul.allow_tf32):
-  tinygrad leaves them off unless ALLOW_TF32=1, and without them its matmuls run on the plain float32 units, several
-  times slower. ALLOW_TF32=0 in the environment keeps full float32 matmuls."""
+  """What the program does differently on a backend, in one place (the CPU's choices are the code's defaults):
+  - On NVIDIA GPUs (CUDA, NV) float32 matmuls use the tensor cores in TF32, as the seed's PyTorch train.py allows them
+    (torch.backends.cuda.matmul.allow_tf32). tinygrad leaves them off unless ALLOW_TF32=1; ALLOW_TF32=0 in the
+    environment keeps full float32 matmuls.
+  - On GPUs each weight's gradient is summed over chunks of 256 positions, then over the chunks
+    (model.WEIGHT_GRAD_CHUNK): one long sum per output leaves most of a GPU idle. On the CPU, where every core already
+    has a share of the outputs, the partial sums would only add memory traffic."""
   from tinygrad.helpers import ALLOW_TF32
+  from tinystory import model
   if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
+  model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else 256
 
 def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
   """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""

@@ -145,13 +145,25 @@ def matvec(x: Tensor, w: Tensor) -> Tensor:
   if I % 8: return x @ w.T
   return (x.reshape(*x.shape[:-1], 1, I // 8, 8) * w.reshape(O, I // 8, 8)).sum(-2).sum(-1)
 
+# Positions per partial sum of a weight's (and the embedding's) gradient; 0: one sum over all positions (the CPU). A
+# GPU runs one thread per few outputs of a kernel, so a (128 x 128) gradient summed over 8,192 positions keeps a few
+# hundred threads busy with a long serial loop; summed in chunks, then over the chunks, it has N / chunk times the
+# threads (device.choose_for).
+WEIGHT_GRAD_CHUNK = 0
+
 def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
   same order, but from copies of g and x transposed to (features, positions), so that the long reduction over n reads
-  memory in order (2-3x faster). Only under TRAINING: without a backward the copy of x would be made for nothing."""
+  memory in order (2-3x faster). Only under TRAINING: without a backward the copy of x would be made for nothing.
+  With WEIGHT_GRAD_CHUNK, the sum over positions is split: partial sums per chunk of positions (stored), then their
+  sum."""
   xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()
-  zero = xT.T @ (weight - weight.detach()).T
-  return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], weight.shape[0])
+  (out, inp), N, chunk = weight.shape, xT.shape[1], WEIGHT_GRAD_CHUNK
+  if chunk and N > chunk and N % chunk == 0:  # the zero weight repeated per chunk: its gradient is the partial sums
+    parts = (weight - weight.detach()).T.unsqueeze(0).expand(N // chunk, inp, out).contiguous_backward()
+    zero = (xT.reshape(inp, N // chunk, chunk).permute(1, 2, 0) @ parts).reshape(N, out)
+  else: zero = xT.T @ (weight - weight.detach()).T
+  return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], out)
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
   """Rotate channel pairs (2j, 2j+1) of x (B, T, heads, head_dim) by the angles of positions T (cos/sin: (T, head_dim/2))."""
@@ -347,6 +359,10 @@ def embed(E: Tensor, tokens: Tensor) -> Tensor:
   """Rows of E for each token. Written as a masked sum, which tinygrad turns into a gather (a one-hot matmul costs a
   (tokens x vocab x dim) matmul); the backward sums each row's gradients in the same order as the matmul did."""
   is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0]).to(E.device)  # (B, T, vocab)
+  N, chunk = math.prod(tokens.shape), WEIGHT_GRAD_CHUNK
+  if TRAINING and chunk and N > chunk and N % chunk == 0:  # E's gradient summed in chunks of positions, as a weight's
+    parts = E.unsqueeze(0).expand(N // chunk, *E.shape).contiguous_backward()
+    return is_token.reshape(N // chunk, chunk, -1, 1).where(parts.unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
   return is_token.unsqueeze(-1).where(E, 0).sum(-2)
 
 def name_list(names: list[str], most: int = 3) -> str:

@@ -55,8 +55,9 @@ def run_curves(rdir: Path, x: str) -> dict:
           "last": max(r["iter"] for r in iters + evals)}
 
 def run_labels(rdirs: list[Path]) -> list[str]:
-  """Each run's name followed by its values of the options that differ between the runs (file options by file name)."""
-  opts = [read_config(r)["options"] for r in rdirs]
+  """Each run's name followed by its values of the options that differ between the runs (file options by file name;
+  the model's shape as resolved, so vocab_size=0, the tokenizer's size, equals that size spelled out)."""
+  opts = [{**c["options"], **c.get("model_args", {})} for c in map(read_config, rdirs)]
   keys = sorted({k for o in opts for k in o if k not in NOT_A_DIFFERENCE and len({repr(p.get(k)) for p in opts}) > 1})
   show = lambda v: Path(v).name if isinstance(v, str) and "/" in v else v
   return [r.resolve().name + (" (" + ", ".join(f"{k}={show(o.get(k))}" for k in keys) + ")" if keys else "")
