@@ -51,8 +51,12 @@ def fake_workers(monkeypatch, torch_device="cpu"):
     mode = cmd[cmd.index("--worker") + 1] if "--worker" in cmd else cmd[cmd.index("--mode") + 1] + cmd[cmd.index("--compile") + 1]
     calls.append(mode)
     dev = {"device": "CPU" if "--worker" in cmd else torch_device, "device_name": "a CPU, 2 cores", "peak_rss_mb": 1.0}
-    if mode == "train":  # the first round compiles
-      return {**dev, "train_step_s": (s := next(ours)), "train_tokens_per_s": 100 / s, "first_step_s": 30.0 if len(calls) == 1 else 2.0}
+    if mode == "train":  # the first round compiles, and lists the kernels when asked (--kernels N)
+      kernels = int(cmd[cmd.index("--kernels") + 1]) if "--kernels" in cmd else 0
+      listed = {"kernels": [{"kernel": "k", "count": 1, "parts": 2, "ms": 1.0}] * kernels, "kernels_total_ms": 9.0,
+                "kernels_count": 9} if kernels else {}
+      return {**dev, "train_step_s": (s := next(ours)), "train_tokens_per_s": 100 / s, "first_step_s": 30.0 if len(calls) == 1 else 2.0,
+              **listed}
     if mode == "sample": return {**dev, "sample_tokens_per_s": 50.0, "sample_slide_tokens_per_s": 5.0, "sample_first_s": 1.0}
     if mode == "train0": return {**dev, "train_step_s": (s := next(eager)), "train_tokens_per_s": 100 / s, "first_step_s": 0.1}
     if mode == "train1": return {**dev, "train_step_s": 0.5, "train_tokens_per_s": 200.0, "first_step_s": 40.0}
@@ -63,8 +67,9 @@ def fake_workers(monkeypatch, torch_device="cpu"):
 
 def test_against_torch_interleaves_rounds_and_reports_their_spread(monkeypatch, logged):
   calls = fake_workers(monkeypatch)
-  res = bench.bench(TINY, against=("torch",), repeat=3)
+  res = bench.bench(TINY, against=("torch",), repeat=3, kernels=2)
   assert calls == ["train", "train0", "train", "train0", "train", "train0", "sample", "train1", "sample0"]
+  assert len(res["kernels"]) == 2 and res["kernels_count"] == 9  # the first round's list, though round 3 is the median
   eager = res["against"]["torch_eager"]
   assert res["train_step_s"] == 1.1 and res["train_step_s_rounds"] == [1.0, 1.2, 1.1]  # the median round
   assert res["first_step_s"] == 2.0 and res["first_step_s_rounds"] == [30.0, 2.0, 2.0]  # the cold one kept too

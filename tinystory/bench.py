@@ -221,6 +221,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
       log(f"torch_eager: training on {torch_device}{of} ...")
       eager.append(run_worker(["bench.torch_llama", "--mode", "train", "--compile", "0", *targs], env))
   res.update(median_run(ours), device_name=ours[0]["device_name"])
+  res.update({k: v for k, v in ours[0].items() if k.startswith("kernels")})  # listed by the first round only
   log(f"tinygrad: sampling on {dev} ...")
   s = run_worker(["tinystory.bench", "--worker", "sample", *args], env)
   res.update(sample_tokens_per_s=s["sample_tokens_per_s"], sample_slide_tokens_per_s=s["sample_slide_tokens_per_s"],
