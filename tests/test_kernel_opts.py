@@ -111,3 +111,17 @@ def test_a_resume_with_another_table_says_so(tmp_path, monkeypatch):
                    r"\d+ searched kernels, for tinygrad's Clang CPU renderer; now none \(TINYSTORY_KERNEL_OPTS=0\): "
                    r"tinygrad's heuristics for every kernel: from here the floats differ from an uninterrupted run's by "
                    r"rounding$", res.output, re.M), res.output
+
+SEARCH_INPUT = """
+import json
+from tinystory import kernel_opts, SEED_MODEL
+cfg = {**SEED_MODEL, "dim": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "vocab_size": 40, "max_seq_len": 16}
+seen, ms = kernel_opts.step_kernels(cfg, 2)
+print(json.dumps({"seen": {n: len(ast_ren_opts) for n, ast_ren_opts in seen.items()}, "ms": ms}))
+"""
+
+def test_the_search_gets_every_timed_kernel_with_its_ast():
+  """What the search starts from (a tiny config here): each kernel timed in a replayed forward + backward, with the
+  AST and opts tinygrad's heuristics compiled it from, so BEAM can search it."""
+  out = run(SEARCH_INPUT)
+  assert len(out["ms"]) > 20 and set(out["ms"]) <= set(out["seen"]) and all(v > 0 for v in out["ms"].values())

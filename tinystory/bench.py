@@ -33,18 +33,31 @@ def device_name(dev: str) -> str:
 # the PyTorch device that runs on the same hardware as a tinygrad backend (ROCm's torch calls AMD GPUs 'cuda' too)
 TORCH_DEVICE = {"CPU": "cpu", "CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "HIP": "cuda", "METAL": "mps"}
 
-def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0) -> dict:
-  """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens. kernels > 0:
-  then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed."""
+def train_driver(cfg: dict, batch_size: int):
+  """The measured code path, train.TrainSteps, on a fresh model of cfg, and a maker of random (tokens, targets)
+  batches for it."""
   import numpy as np
   from tinystory.model import ModelArgs, Transformer
   from tinystory.train import TrainConfig, TrainSteps
-  t0 = time.perf_counter()
-  model = Transformer(ModelArgs(**cfg), seed=1337)
-  steps_ = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
+  steps = TrainSteps(Transformer(ModelArgs(**cfg), seed=1337), TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
   rng = np.random.default_rng(0)
+  return steps, lambda: [rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2)]
+
+def kernel_times(steps, batch) -> dict[str, dict]:
+  """One more forward + backward, timed kernel by kernel: kernel name -> its count, parts and milliseconds (summed)."""
+  profile, by_name = [], {}
+  steps.micro_step(*batch(), profile=profile)
+  for name, parts, s in profile:
+    k = by_name.setdefault(name, {"kernel": name, "count": 0, "parts": parts, "ms": 0.0})
+    k["count"], k["ms"] = k["count"] + 1, k["ms"] + s * 1000
+  return by_name
+
+def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0) -> dict:
+  """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens. kernels > 0:
+  then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed."""
+  t0 = time.perf_counter()
+  steps_, batch = train_driver(cfg, batch_size)
   times, first_step_s = [], None
-  batch = lambda: [rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2)]
   for _ in range(steps + 3):  # the 1st call compiles, the 2nd captures, the 3rd replays on one core, timing each kernel
     x, y = batch()
     t = time.perf_counter()
@@ -57,13 +70,9 @@ def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0) -> d
   out = {"first_step_s": first_step_s, "train_step_s": step, "train_tokens_per_s": batch_size * cfg["max_seq_len"] / step,
          "peak_rss_mb": peak_rss_mb()}
   if kernels:
-    profile, by_name = [], {}
-    steps_.micro_step(*batch(), profile=profile)
-    for name, parts, s in profile:
-      k = by_name.setdefault(name, {"kernel": name, "count": 0, "parts": parts, "ms": 0.0})
-      k["count"], k["ms"] = k["count"] + 1, k["ms"] + s * 1000
+    by_name = kernel_times(steps_, batch)
     out["kernels"] = sorted(by_name.values(), key=lambda k: -k["ms"])[:kernels]
-    out["kernels_total_ms"], out["kernels_count"] = sum(s for *_, s in profile) * 1000, len(profile)
+    out["kernels_total_ms"], out["kernels_count"] = sum(k["ms"] for k in by_name.values()), sum(k["count"] for k in by_name.values())
   return out
 
 def measure_sample(cfg: dict, new_tokens: int) -> dict:

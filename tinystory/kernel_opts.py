@@ -145,11 +145,9 @@ def install() -> bool:
 def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
   """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
   in one replayed forward + backward (both cores)."""
-  import numpy as np
   import tinygrad.codegen as codegen
   from tinygrad.helpers import PARALLEL, ansistrip
-  from tinystory.model import ModelArgs, Transformer
-  from tinystory.train import TrainConfig, TrainSteps
+  from tinystory.bench import kernel_times, train_driver
   PARALLEL.value = 0  # compile here, where the recorder below sees every kernel
   os.environ["TINYSTORY_KERNEL_OPTS"] = "0"  # TrainSteps would install the table: the heuristics' kernels are wanted
   seen, heuristic = {}, tinygrad_apply_opts()
@@ -158,14 +156,9 @@ def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
     if ast.tag is None and out.arg is not None: seen.setdefault(ansistrip(out.arg.name), (ast, ren, out.arg.applied_opts))
     return out
   codegen.apply_opts = record
-  model = Transformer(ModelArgs(**cfg), seed=1337)
-  steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
-  rng = np.random.default_rng(0)
-  batch = lambda: [rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2)]
+  steps, batch = train_driver(cfg, batch_size)
   for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
-  profile, ms = [], {}
-  steps.micro_step(*batch(), profile=profile)
-  for name, _, s in profile: ms[name] = ms.get(name, 0.0) + s * 1000
+  ms = {name: k["ms"] for name, k in kernel_times(steps, batch).items()}
   codegen.apply_opts = heuristic
   return seen, ms
 
