@@ -131,10 +131,10 @@ def adamw_update(params, grads, exp_avg, exp_avg_sq, decays, lr, step, beta1, be
   `lr` and `step` are Tensors so one compiled step serves every iteration."""
   from tinygrad import Tensor
   if grad_clip > 0:
-    # the factor is realised once: left lazy, tinygrad fuses the norm (a reduction over every gradient) into each
-    # parameter's update kernel, where a GPU recomputes it in every thread block (issue 13's r_2816_..._16384 kernels,
-    # 60% of a CUDA step) and a CPU once per core. Each gradient's sum is a kernel of its own: summed in one kernel,
-    # all the sums but one would run serially in each of that kernel's few GPU threads
+    # each gradient's sum of squares is a kernel of its own. Left lazy, tinygrad fuses the whole norm (a reduction over
+    # every gradient) into each parameter's update kernel, where a GPU recomputes it in every thread block (issue 13's
+    # r_2816_..._16384 kernels, 60% of a CUDA step); as one kernel of its own, all its sums but one would run serially
+    # in each of that kernel's few GPU threads
     norm = Tensor.stack(*[(g.float() * g.float()).sum().contiguous() for g in grads]).sum().sqrt()
     clip = (grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()
     grads = [g * clip for g in grads]
