@@ -67,7 +67,7 @@ MUTATIONS = {
     "tinystory/model.py", "xT.reshape(inp, N // chunk, chunk).permute(1, 2, 0)", "xT.reshape(inp, chunk, N // chunk).permute(2, 1, 0)",
     ["tests/test_train_step.py::test_train_step_gradients_match_float64_finite_differences"]),
   "GPUs: weight gradients summed over all positions at once (a few hundred GPU threads, each a long loop)": (
-    "tinystory/device.py", "model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else 256", "model.WEIGHT_GRAD_CHUNK = 0",
+    "tinystory/device.py", "model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK", "model.WEIGHT_GRAD_CHUNK = 0",
     ["tests/test_bench.py::test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little"]),
   "gradient clipping: the norm's sums in one kernel (16 GPU threads sum every gradient)": (
     "tinystory/train.py", "(g.float() * g.float()).sum().contiguous() for g in grads", "(g.float() * g.float()).sum() for g in grads",

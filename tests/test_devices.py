@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from cli import cli
+from tinystory import device, model
 from tinystory.checkpoint import load_checkpoint
 from test_train import run_train
 from test_train_step import RESUME, exact_losses, interrupt_after_update
@@ -13,14 +14,20 @@ TWO = "--device=cpu:0,cpu:1"
 SAME = ["--max_iters=5", "--eval_interval=5", "--dropout=0", "--gradient_accumulation_steps=2", "--warmup_iters=2",
         "--learning_rate=1e-2", "--always_save_checkpoint=True"]
 
-def test_two_devices_train_as_one(tmp_path):
+@pytest.mark.parametrize("gpu_choices", [False, True])
+def test_two_devices_train_as_one(tmp_path, monkeypatch, gpu_choices):
   """5 iterations of 2 accumulated micro-batches, pinv unembedding: losses, evals, weights and AdamW moments agree with
-  one device's to float rounding (the all-reduce adds the two halves' gradients in another order)."""
+  one device's to float rounding (the all-reduce adds the two halves' gradients in another order). With the GPUs'
+  choices (device.choose_for) made for the CPU too: weight and embedding gradients summed in chunks of 16 positions
+  (of each device's 32, a micro-batch's 64)."""
+  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", model.WEIGHT_GRAD_CHUNK)  # train's choose_for sets it: restored after
+  if gpu_choices: monkeypatch.setattr(device, "CPU_BACKENDS", ()), monkeypatch.setattr(device, "GPU_WEIGHT_GRAD_CHUNK", 16)
   res, one = run_train(tmp_path, *SAME, name="one")
   assert res.exit_code == 0, res.output
   res, two = run_train(tmp_path, *SAME, TWO, name="two")
   assert res.exit_code == 0, res.output
   assert "data parallel over 2 devices (CPU, CPU:1): each micro-batch of 4 is split into 2 shards of 2" in res.output
+  assert model.WEIGHT_GRAD_CHUNK == (16 if gpu_choices else 0)  # the choice both runs trained with
   (i1, l1), (i2, l2) = (zip(*exact_losses(r)) for r in (one, two))
   assert i1 == i2 == (0, 1, 2, 3, 4, 5) and np.allclose(l1, l2, rtol=1e-5, atol=0) and l1[-1] < l1[0] - 1
   (m1, w1, o1), (m2, w2, o2) = load_checkpoint(one), load_checkpoint(two)

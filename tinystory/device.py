@@ -33,6 +33,7 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
   return devices if len(devices) > 1 else devices[0]
 
 CPU_BACKENDS = ("CPU", "CLANG", "LLVM")  # tinygrad's CPU device, and its renderers' names (NULL:CLANG:... renders for it)
+GPU_WEIGHT_GRAD_CHUNK = 256  # positions per partial sum of a weight's gradient on GPUs: 8,192 a step -> 32 partial sums
 
 def choose_for(backend: str) -> None:
   """What the program does differently on a backend, in one place (the CPU's choices are the code's defaults):
@@ -45,7 +46,7 @@ def choose_for(backend: str) -> None:
   from tinygrad.helpers import ALLOW_TF32
   from tinystory import model
   if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
-  model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else 256
+  model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK
 
 def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
   """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
