@@ -98,6 +98,7 @@ def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
   from tinystory.device import choose_for
   monkeypatch.delenv("ALLOW_TF32", raising=False)
   monkeypatch.setattr(ALLOW_TF32, "value", 0)
+  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", model.WEIGHT_GRAD_CHUNK)  # choose_for sets it too: restored after
   for backend in ("CPU", "METAL", "AMD"):
     choose_for(backend)
     assert ALLOW_TF32.value == 0, backend
@@ -109,3 +110,22 @@ def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
   monkeypatch.setenv("ALLOW_TF32", "0")  # the user's own choice stands
   choose_for("CUDA")
   assert ALLOW_TF32.value == 0
+
+def test_chunked_gradients_never_straddle_two_shards_of_a_batch(monkeypatch):
+  """With the GPUs' chunked weight and embedding gradients: 6 positions make 3 chunks of 2 on one device, which two
+  devices (3 positions each) cannot share, so there the gradient is one sum (a reshape that moves positions between
+  shards is an error in tinygrad). Both match float64 numpy."""
+  from tinygrad import Tensor
+  from tinygrad.helpers import Context
+  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", 2)
+  rng = np.random.default_rng(0)
+  x, w = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4))
+  E, tok = rng.standard_normal((7, 4)), rng.integers(0, 7, (2, 3))
+  for devices in (None, ("CPU", "CPU:1")):
+    assert model.grad_parts(6, devices or "CPU") == (0 if devices else 3)
+    tx, tw, tt, tE = Tensor(x.astype(np.float32)), Tensor(w.astype(np.float32)), Tensor(tok), Tensor(E.astype(np.float32))
+    if devices: tx, tw, tt, tE = tx.shard(devices, axis=0), tw.shard(devices), tt.shard(devices, axis=0), tE.shard(devices)
+    with Context(TRAINING=1):
+      gw, gE = (model.linear(tx, tw).square().sum() + model.embed(tE, tt).square().sum()).gradient(tw, tE)
+    np.testing.assert_allclose(gw.numpy(), 2 * np.einsum("nk,ni->ki", x.reshape(6, 4) @ w.T, x.reshape(6, 4)), rtol=1e-5)
+    np.testing.assert_allclose(gE.numpy(), 2 * np.stack([E[v] * (tok == v).sum() for v in range(7)]), rtol=1e-5)

@@ -118,15 +118,13 @@ def tinygrad_compile_kernel():
 
 def compile_kernel(task):
   """tinygrad's _compile_kernel with the table in use: tinygrad compiles in spawned worker processes, which import
-  this module to run it, so each installs the table for itself (once: use_table is cached)."""
+  this module to run it, so each installs the table for itself."""
   use_table()
   return tinygrad_compile_kernel()(task)
 
-@functools.cache
 def use_table() -> None:
   import tinygrad.codegen as codegen
-  tinygrad_apply_opts()
-  codegen.apply_opts = apply_opts
+  if codegen.apply_opts is not apply_opts: tinygrad_apply_opts(), setattr(codegen, "apply_opts", apply_opts)
 
 def install() -> bool:
   """Apply the table from now on, in this process and in tinygrad's compile workers. False (nothing changed) where

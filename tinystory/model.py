@@ -148,8 +148,16 @@ def matvec(x: Tensor, w: Tensor) -> Tensor:
 # Positions per partial sum of a weight's (and the embedding's) gradient; 0: one sum over all positions (the CPU). A
 # GPU runs one thread per few outputs of a kernel, so a (128 x 128) gradient summed over 8,192 positions keeps a few
 # hundred threads busy with a long serial loop; summed in chunks, then over the chunks, it has N / chunk times the
-# threads (device.choose_for).
-WEIGHT_GRAD_CHUNK = 0
+# threads (device.choose_for). At most MAX_GRAD_PARTS chunks: each is a stored copy of the gradient.
+WEIGHT_GRAD_CHUNK, MAX_GRAD_PARTS = 0, 32
+
+def grad_parts(N: int, device) -> int:
+  """How many partial sums a gradient over N positions (a batch on `device`, or sharded over several) is summed in,
+  0 for one sum: chunks of WEIGHT_GRAD_CHUNK positions or more, as many on each device (a chunk cannot straddle two
+  shards of a batch)."""
+  if not WEIGHT_GRAD_CHUNK: return 0
+  parts = min(N // WEIGHT_GRAD_CHUNK, MAX_GRAD_PARTS)
+  return parts if parts > 1 and N % parts == 0 and parts % len(device if isinstance(device, tuple) else (device,)) == 0 else 0
 
 def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
@@ -158,10 +166,10 @@ def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   With WEIGHT_GRAD_CHUNK, the sum over positions is split: partial sums per chunk of positions (stored), then their
   sum."""
   xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()
-  (out, inp), N, chunk = weight.shape, xT.shape[1], WEIGHT_GRAD_CHUNK
-  if chunk and N > chunk and N % chunk == 0:  # the zero weight repeated per chunk: its gradient is the partial sums
-    parts = (weight - weight.detach()).T.unsqueeze(0).expand(N // chunk, inp, out).contiguous_backward()
-    zero = (xT.reshape(inp, N // chunk, chunk).permute(1, 2, 0) @ parts).reshape(N, out)
+  (out, inp), N = weight.shape, xT.shape[1]
+  if S := grad_parts(N, x.device):  # the zero weight repeated per chunk: its gradient is the partial sums
+    parts = (weight - weight.detach()).T.unsqueeze(0).expand(S, inp, out).contiguous_backward()
+    zero = (xT.reshape(inp, S, N // S).permute(1, 2, 0) @ parts).reshape(N, out)
   else: zero = xT.T @ (weight - weight.detach()).T
   return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], out)
 
@@ -359,10 +367,9 @@ def embed(E: Tensor, tokens: Tensor) -> Tensor:
   """Rows of E for each token. Written as a masked sum, which tinygrad turns into a gather (a one-hot matmul costs a
   (tokens x vocab x dim) matmul); the backward sums each row's gradients in the same order as the matmul did."""
   is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0]).to(E.device)  # (B, T, vocab)
-  N, chunk = math.prod(tokens.shape), WEIGHT_GRAD_CHUNK
-  if TRAINING and chunk and N > chunk and N % chunk == 0:  # E's gradient summed in chunks of positions, as a weight's
-    parts = E.unsqueeze(0).expand(N // chunk, *E.shape).contiguous_backward()
-    return is_token.reshape(N // chunk, chunk, -1, 1).where(parts.unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
+  if TRAINING and (S := grad_parts(N := math.prod(tokens.shape), tokens.device)):  # E's gradient in chunks, as a weight's
+    parts = E.unsqueeze(0).expand(S, *E.shape).contiguous_backward()
+    return is_token.reshape(S, N // S, -1, 1).where(parts.unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
   return is_token.unsqueeze(-1).where(E, 0).sum(-2)
 
 def name_list(names: list[str], most: int = 3) -> str:
