@@ -67,7 +67,7 @@ MUTATIONS = {
     "tinystory/model.py", "xT.reshape(inp, S, N // S).permute(1, 2, 0)", "xT.reshape(inp, N // S, S).permute(2, 1, 0)",
     ["tests/test_train_step.py::test_train_step_gradients_match_float64_finite_differences"]),
   "chunked gradients on several devices: chunks that straddle two shards of the batch (tinygrad refuses the reshape)": (
-    "tinystory/model.py", " and parts % len(device if isinstance(device, tuple) else (device,)) == 0 else 0", " else 0",
+    "tinystory/model.py", " and parts % len(devices_of(device)) == 0 else 0", " else 0",
     ["tests/test_devices.py::test_chunked_gradients_never_straddle_two_shards_of_a_batch"]),
   "GPUs: weight gradients summed over all positions at once (a few hundred GPU threads, each a long loop)": (
     "tinystory/device.py", "model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK", "model.WEIGHT_GRAD_CHUNK = 0",

@@ -41,8 +41,8 @@ def choose_for(backend: str) -> None:
     (torch.backends.cuda.matmul.allow_tf32). tinygrad leaves them off unless ALLOW_TF32=1; ALLOW_TF32=0 in the
     environment keeps full float32 matmuls.
   - On GPUs each weight's gradient is summed over chunks of 256 positions or more (at most 32 chunks), then over the
-    chunks (model.WEIGHT_GRAD_CHUNK, grad_parts): one long sum per output leaves most of a GPU idle. On the CPU, where every core already
-    has a share of the outputs, the partial sums would only add memory traffic."""
+    chunks (model.WEIGHT_GRAD_CHUNK, grad_parts): one long sum per output leaves most of a GPU idle. On the CPU,
+    where every core already has a share of the outputs, the partial sums would only add memory traffic."""
   from tinygrad.helpers import ALLOW_TF32
   from tinystory import model
   if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1

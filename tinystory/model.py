@@ -26,6 +26,7 @@ import numpy as np
 from tinygrad import Tensor, UOp
 from tinygrad.helpers import TRAINING
 from tinystory import UserError
+from tinystory.device import devices_of
 from tinystory.tokenizer import MAX_VOCAB
 
 UNEMBEDDINGS = ("pinv", "tied", "untied", "pinv_scaled")
@@ -157,7 +158,12 @@ def grad_parts(N: int, device) -> int:
   shards of a batch)."""
   if not WEIGHT_GRAD_CHUNK: return 0
   parts = min(N // WEIGHT_GRAD_CHUNK, MAX_GRAD_PARTS)
-  return parts if parts > 1 and N % parts == 0 and parts % len(device if isinstance(device, tuple) else (device,)) == 0 else 0
+  return parts if parts > 1 and N % parts == 0 and parts % len(devices_of(device)) == 0 else 0
+
+def per_part(t: Tensor, S: int) -> Tensor:
+  """t repeated S times on a new leading axis, each copy's gradient stored: used in place of t by S chunks of
+  positions, its gradient is their S partial sums (then summed by the repeat's own backward)."""
+  return t.unsqueeze(0).expand(S, *t.shape).contiguous_backward()
 
 def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
@@ -168,8 +174,7 @@ def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
   xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()
   (out, inp), N = weight.shape, xT.shape[1]
   if S := grad_parts(N, x.device):  # the zero weight repeated per chunk: its gradient is the partial sums
-    parts = (weight - weight.detach()).T.unsqueeze(0).expand(S, inp, out).contiguous_backward()
-    zero = (xT.reshape(inp, S, N // S).permute(1, 2, 0) @ parts).reshape(N, out)
+    zero = (xT.reshape(inp, S, N // S).permute(1, 2, 0) @ per_part((weight - weight.detach()).T, S)).reshape(N, out)
   else: zero = xT.T @ (weight - weight.detach()).T
   return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], out)
 
@@ -368,8 +373,7 @@ def embed(E: Tensor, tokens: Tensor) -> Tensor:
   (tokens x vocab x dim) matmul); the backward sums each row's gradients in the same order as the matmul did."""
   is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0]).to(E.device)  # (B, T, vocab)
   if TRAINING and (S := grad_parts(N := math.prod(tokens.shape), tokens.device)):  # E's gradient in chunks, as a weight's
-    parts = E.unsqueeze(0).expand(S, *E.shape).contiguous_backward()
-    return is_token.reshape(S, N // S, -1, 1).where(parts.unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
+    return is_token.reshape(S, N // S, -1, 1).where(per_part(E, S).unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
   return is_token.unsqueeze(-1).where(E, 0).sum(-2)
 
 def name_list(names: list[str], most: int = 3) -> str:

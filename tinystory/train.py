@@ -11,6 +11,7 @@ import numpy as np
 from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic, write_error
 from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   save_checkpoint, training_lock, unpadded)
+from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
 from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to_pending, stop_logging_to
 
@@ -239,7 +240,6 @@ class TrainSteps:
     from tinygrad import Tensor, dtypes
     from tinygrad.helpers import LRU
     from tinystory.replay import ReplayJit
-    from tinystory import kernel_opts
     kernel_opts.install()  # the searched opts for the step's slowest CPU kernels (the seed config's)
     # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
     # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
@@ -545,7 +545,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
   steps = TrainSteps(model, cfg)
   if resume: steps.load_optimizer_state(resume.opt, resume.meta["opt_step"])
-  if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := versions()["kernel_opts"]):
+  if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := kernel_opts.describe()):
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
         f"an uninterrupted run's by rounding")
 
@@ -641,7 +641,6 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
 
 def versions() -> dict:
   import tinygrad
-  from tinystory import kernel_opts
   return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
           "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
           "kernel_opts": kernel_opts.describe()}
