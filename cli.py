@@ -5,6 +5,7 @@ from dataclasses import fields
 import click
 from tinystory import UserError
 from tinystory.log import log_to_console
+from tinystory.recipe import apply_recipe, load_recipe
 from tinystory.evaluate import EvalConfig
 from tinystory.sample import SampleConfig
 from tinystory.train import TrainConfig
@@ -59,7 +60,8 @@ data_sources = click.option("--data", "sources", multiple=True, required=True,
 encoding_errors = click.option("--encoding-errors", type=click.Choice(["strict", "replace"]), default="strict",
                                show_default=True, help="What to do with bytes that are not UTF-8 in the data.")
 def tokenizer_file(name: str):
-  return click.option("--tokenizer", name, type=click.Path(dir_okay=False), required=True, help="Tokenizer file (.tok).")
+  return click.option("--tokenizer", name, type=click.Path(dir_okay=False), required=True,
+                      help="Tokenizer file: a .tok, a llama2.c tokenizer.bin or an exported tokenizer.json.")
 
 def write_stdout(text: str) -> None:
   """Streamed output (sampled text): written at once, not when the line or the buffer is full."""
@@ -118,9 +120,10 @@ def tokenizer_info(file, text, text_file):
   else: text = SAMPLE_SENTENCE
   if not (ids := tok.encode(text)): raise UserError(f"{on} is empty: no characters to measure")
   n = tok.vocab_size - N_SPECIAL
-  click.echo(f"kind: {tok.kind}")
-  click.echo(f"vocab_size: {tok.vocab_size} ({N_SPECIAL} specials + " +
-             (f"{n} characters)" if tok.kind == "char" else f"256 bytes + {n - 256} merges)"))
+  click.echo(f"kind: {tok.kind}" + (" (a llama2.c tokenizer.bin, encoded as run.c does)" if tok.kind == "llama2c" else ""))
+  parts = {"char": f"{n} characters", "bpe": f"256 bytes + {n - 256} merges",
+           "llama2c": f"256 byte-fallback pieces + {n - 256} pieces" if getattr(tok, "byte_fallback", False) else f"{n} pieces"}
+  click.echo(f"vocab_size: {tok.vocab_size} ({N_SPECIAL} specials + {parts[tok.kind]})")
   click.echo("specials: " + " ".join(f"{s}={i}" for s, i in SPECIALS.items()))
   if tok.pattern: click.echo(f"pattern: {tok.pattern}")
   click.echo(f"sha256: {tok.sha256}")
@@ -223,12 +226,18 @@ def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, ke
 # ---- train ----
 
 @cli.command(context_settings={"max_content_width": 120})
+@click.argument("recipe", required=False, metavar="[RECIPE.toml]")
 @llama2c_options(fields(TrainConfig))
 @click.pass_context
-def train(ctx, **options):
-  """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's)."""
+def train(ctx, recipe, **options):
+  """Train a model (llama2.c's train.py options and semantics; the defaults are the seed run's).
+
+  RECIPE.toml: a recipe file of train's options (e.g. recipes/cpu-hour.toml); options typed after it override it."""
   from tinystory.train import train as run_training
-  run_training(TrainConfig(**options), overrides=ctx.meta.get("overrides", []), argv=ctx.obj["argv"])
+  typed = ctx.meta.get("overrides", [])
+  recipe = load_recipe(recipe, fields(TrainConfig)) if recipe is not None else None
+  from_recipe = apply_recipe(options, recipe, typed)
+  run_training(TrainConfig(**options), overrides=typed, argv=ctx.obj["argv"], recipe=recipe, from_recipe=from_recipe)
 
 # ---- sample ----
 
@@ -304,8 +313,8 @@ def export_model(run, fmt, out):
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--out", type=click.Path(dir_okay=False),
               help="PNG file to write; default: RUN/loss.png for one run, runs/compare.png for several.")
-@click.option("--x", "x", type=click.Choice(["iter", "tokens", "seconds"]), default="iter", show_default=True,
-              help="The horizontal axis: iterations, tokens trained on, or wall-clock seconds of training.")
+@click.option("--x", "x", type=click.Choice(["iter", "tokens", "seconds", "minutes"]), default="iter", show_default=True,
+              help="The horizontal axis: iterations, tokens trained on, or the wall time of training in seconds or minutes.")
 @click.option("--logx", is_flag=True, help="Logarithmic horizontal axis.")
 def plot(runs, out, x, logx):
   """Plot the loss curves of one or more runs (run dirs or names) to a PNG: train loss per iteration, smoothed, and

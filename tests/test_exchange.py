@@ -202,7 +202,7 @@ def test_version_1_files_are_read(runs, tmp_path):
 def sp_style_tokenizer(merges: list[bytes], scores: list[float]) -> RunCTokenizer:
   """A SentencePiece-style tokenizer.bin vocabulary: specials, <0xXX> byte pieces, then `merges` with `scores`."""
   pieces = [b"<unk>", b"\n<s>\n", b"\n</s>\n"] + [b"<0x%02X>" % b for b in range(256)] + merges
-  return RunCTokenizer(pieces, np.array([0.0] * 259 + scores, np.float32), "x")
+  return RunCTokenizer(pieces, np.array([0.0] * 259 + scores, np.float32), b"x")
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.text("ab c", min_size=1, max_size=4), min_size=1, max_size=12, unique=True),
@@ -218,7 +218,7 @@ def test_byte_fallback_and_decoding_like_run_c():
   tok = sp_style_tokenizer([b" ", b"a", b" a", b"\xc3\xa9"], [-1.0, -1.0, 0.0, -1.0])
   assert tok.encode("aé€", bos=True) == [1, 261, 262, 3 + 0xE2, 3 + 0x82, 3 + 0xAC]  # ' a' merged, é whole, € as bytes
   assert tok.decode([1, 261, 262, 3 + 0xE2, 3 + 0x82, 3 + 0xAC]) == "aé€"  # the space after BOS is dropped
-  no_fallback = RunCTokenizer([b"<unk>", b"<s>", b"</s>", b" ", b"a"], np.zeros(5, np.float32), "x", "t.bin")
+  no_fallback = RunCTokenizer([b"<unk>", b"<s>", b"</s>", b" ", b"a"], np.zeros(5, np.float32), b"x", "t.bin")
   with pytest.raises(UserError, match="'b' is not in t.bin"): no_fallback.encode("ab")
 
 def test_sample_from_a_bin_and_its_tokenizer(runs, toks, tmp_path):

@@ -42,12 +42,13 @@ def test_centred_smoothing_keeps_a_line_to_its_last_point_where_a_trailing_mean_
 
 def test_x_axes(tmp_path):
   rdir = fake_run(tmp_path, "a", resumed_at=12)
-  it, tok, sec = (run_curves(rdir, x) for x in ("iter", "tokens", "seconds"))
+  it, tok, sec, mins = (run_curves(rdir, x) for x in ("iter", "tokens", "seconds", "minutes"))
   assert it["x"] == list(range(20)) and it["val_x"] == [0, 5, 10, 15, 20]
   assert it["loss"][11:13] == [5 - 1.1, 4 - 1.2]  # the resume's records replace the first attempt's
   assert tok["x"] == [i * 4 * 16 * 2 for i in range(20)] and tok["val_x"][-1] == 20 * 128
   began = [sum(1 + j / 10 for j in range(i)) for i in range(21)]  # wall seconds when iteration i began
   assert sec["x"] == pytest.approx(began[:20]) and sec["val_x"] == pytest.approx([began[i] for i in (0, 5, 10, 15, 20)])
+  assert mins["x"] == pytest.approx([b / 60 for b in began[:20]]) and mins["val_x"][-1] == pytest.approx(began[20] / 60)
 
 def test_labels_name_the_options_that_differ(tmp_path):
   runs = [fake_run(tmp_path, "p1"), fake_run(tmp_path, "t1", unembedding="tied"),
@@ -63,7 +64,7 @@ def test_labels_name_the_options_that_differ(tmp_path):
   assert run_labels([spelled, fake_run(tmp_path, "v91", vocab_size=0, model_args={"vocab_size": 91})]) == \
          ["v361 (vocab_size=361)", "v91 (vocab_size=91)"]
 
-@pytest.mark.parametrize("x", ["iter", "tokens", "seconds"])
+@pytest.mark.parametrize("x", ["iter", "tokens", "seconds", "minutes"])
 def test_several_runs_make_one_png(tmp_path, monkeypatch, x):
   pytest.importorskip("matplotlib")
   monkeypatch.chdir(tmp_path)
@@ -79,7 +80,7 @@ def test_bad_runs_are_one_line(tmp_path, monkeypatch):
   fake_run(tmp_path / "runs", "p")
   for args, msg in ((["p", "nope"], "run dir nope does not exist (give a directory made by `python cli.py train`)"),
                     (["p", "runs/p"], "plot: a run is given twice"),
-                    (["p", "--x=time"], "Invalid value for '--x': 'time' is not one of 'iter', 'tokens', 'seconds'."),
+                    (["p", "--x=time"], "Invalid value for '--x': 'time' is not one of 'iter', 'tokens', 'seconds', 'minutes'."),
                     ([], "Missing argument 'RUNS...'.")):
     res = CliRunner().invoke(cli, ["plot", *args])
     assert res.exit_code != 0 and res.output.strip().splitlines()[-1] == f"Error: {msg}", res.output

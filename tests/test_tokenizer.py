@@ -196,7 +196,8 @@ def test_loading_a_bad_file_names_it_and_the_problem(tmp_path, edit, msg):
 def test_loading_a_missing_or_binary_file_is_refused(tmp_path):
   raises(f"tokenizer file {tmp_path}/no.tok does not exist", load_tokenizer, tmp_path / "no.tok")
   (p := tmp_path / "bin.tok").write_bytes(b"\x80\x00")
-  raises(f"{p} is not a valid tokenizer file: not UTF-8 text (byte 0)", load_tokenizer, p)
+  raises(f"{p} is not a valid tokenizer file: not UTF-8 text (byte 0), and not a llama2.c tokenizer.bin (2 bytes, too short)",
+         load_tokenizer, p)
 
 def test_loading_a_bpe_file_without_all_256_bytes_is_refused(tmp_path):
   lines = bpe().to_bytes().decode().split("\n")

@@ -30,7 +30,8 @@ SEED_CMD = """--out_dir=outminimagic19 --batch_size=64 --max_seq_len=128 --gradi
 
 def capture_train(monkeypatch):
   got = {}
-  def fake_train(cfg, overrides=(), argv=None): got.update(cfg=cfg, overrides=list(overrides), argv=argv)
+  def fake_train(cfg, overrides=(), argv=None, recipe=None, from_recipe=()):
+    got.update(cfg=cfg, overrides=list(overrides), argv=argv, recipe=recipe, from_recipe=list(from_recipe))
   monkeypatch.setattr("tinystory.train.train", fake_train)
   return got
 

@@ -18,6 +18,8 @@ no text; every later BOS is predicted and counted (it is the model's "the story 
 
 Since the one token never predicted is a BOS, chars and bytes are the whole text's: sum(len(story)) and
 sum(len(story.encode())) (a character outside a char vocabulary is one <unk>: one character, the 3 bytes of '⁇').
+A llama2.c tokenizer.bin encodes each story as run.c does, after a ' ' (SentencePiece's dummy prefix): the first
+token after each BOS begins with that space, which is not counted, so chars and bytes stay the text's.
 loss = nats / tokens; bits per token = loss / ln 2; bits per char = nats / ln 2 / chars; bits per byte likewise.
 Only bits per character and per byte compare models with different tokenizers.
 """
@@ -100,6 +102,8 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
   windows = -(-(len(stream) - 1) // L)
   if max_windows is not None: windows = min(windows, max_windows)
   losses, (tok_bytes, tok_chars) = TokenLosses(model, batch_size, compile), token_sizes(tok)
+  dummy = getattr(tok, "dummy_prefix", False)
+  tok_space = np.array([tok.token_bytes(i)[:1] == b" " for i in range(tok.vocab_size)])
   nats, tokens, chars, nbytes, unk = 0.0, 0, 0, 0, 0
   for first in range(0, windows, batch_size):
     x, y = (np.zeros((batch_size, L), np.int64) for _ in "xy")
@@ -112,7 +116,10 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
          "the checkpoint is broken")
     targets = y[mask]
     nats += float(nll.astype(np.float64).sum())
-    tokens, chars, nbytes = tokens + len(targets), chars + int(tok_chars[targets].sum()), nbytes + int(tok_bytes[targets].sum())
+    # a tokenizer.bin's encoder puts a ' ' before each story (its dummy prefix): the first token after a BOS begins
+    # with it, and that space is not the text's
+    prefix = int(((x[mask] == tok.bos_id) & tok_space[targets]).sum()) if dummy else 0
+    tokens, chars, nbytes = tokens + len(targets), chars + int(tok_chars[targets].sum()) - prefix, nbytes + int(tok_bytes[targets].sum()) - prefix
     unk += int((targets == tok.unk_id).sum())
     if progress: progress(min(first + batch_size, windows), windows)
   bits = nats / math.log(2)

@@ -36,6 +36,9 @@ def export_model(run: str, fmt: str, out: str) -> list[Path]:
   if fmt != "hf":  # refused before the pseudo-inverse is computed and anything is written
     from tinystory.llama2c import check_exportable
     check_exportable(model.args, tok, FORMATS[fmt])
+  else:
+    from tinystory.hf import tokenizer_json
+    tokenizer_json(tok)  # refuses a tokenizer.bin before anything is written
   weights = unembedding_weights(model)
   try: out_dir.mkdir(parents=True, exist_ok=True)
   except OSError as e: raise UserError(f"cannot create --out {out}: {e.strerror}") from None
@@ -51,6 +54,23 @@ def is_model_file(path: str) -> bool:
   p = Path(path)
   return (p.is_file() and p.suffix == ".bin") or (p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
                                                   and not (p / "ckpt.json").is_file())
+
+def model_file_context(path) -> tuple[int, Path]:
+  """(context length, its own tokenizer's path) of a model file, from its header or config.json alone (train reads
+  them before the model). Malformed files get their one-line errors later, from load_model_file."""
+  import json, struct
+  p = Path(path)
+  if p.is_dir():
+    try: ctx = json.loads((p / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
+    except (OSError, ValueError, KeyError, TypeError): ctx = 0
+    return ctx if isinstance(ctx, int) else 0, p / "tokenizer.json"
+  try:
+    with open(p, "rb") as f: head = f.read(40)
+    from tinystory.llama2c import MAGIC
+    offset = 8 if struct.unpack_from("<I", head)[0] == MAGIC else 0
+    ctx = struct.unpack_from("<7i", head, offset)[6]
+  except (OSError, struct.error): ctx = 0
+  return ctx, p.parent / "tokenizer.bin"
 
 def load_model_file(path, tokenizer_path=None):
   """(model, tokenizer) from a model made elsewhere, for sample, eval and train --init_from:
@@ -83,20 +103,21 @@ def load_model_file(path, tokenizer_path=None):
   model = Transformer(model_args)
   try: model.load_state_dict(weights)
   except UserError as e: raise UserError(f"{path}: {e}") from None
-  return model, load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
+  tok = load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
+  if p.is_dir():  # the pair as far as it can be checked: the specials' ids in config.json (docs/exchange.md)
+    import json
+    cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    for key, want in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)):
+      if cfg.get(key) not in (None, want):
+        raise UserError(f"{p / 'config.json'}: {key} is {cfg.get(key)!r} but the tokenizer's is {want}: not this model's tokenizer")
+  return model, tok
 
 def load_any_tokenizer(path: Path, vocab_size: int):
-  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin, which must have `vocab_size` tokens."""
-  from tinystory.tokenizer import FORMAT, load_tokenizer
+  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin (tokenizer.load_tokenizer), which must
+  have `vocab_size` tokens."""
+  from tinystory.tokenizer import load_tokenizer
   if not path.is_file(): raise UserError(f"tokenizer {path} does not exist: pass --tokenizer (a tokenizer.bin or .tok)")
-  with open(path, "rb") as f: head = f.read(64)
-  if path.suffix == ".json":
-    from tinystory.hf import read_tokenizer_json
-    tok = read_tokenizer_json(path)
-  elif FORMAT.encode() in head: tok = load_tokenizer(path)
-  else:
-    from tinystory.llama2c import read_tokenizer_bin
-    tok = read_tokenizer_bin(path)
+  tok = load_tokenizer(path)
   if tok.vocab_size != vocab_size:
     raise UserError(f"tokenizer {path} has {tok.vocab_size} tokens but the model has vocab_size={vocab_size}: pass its own tokenizer")
   return tok

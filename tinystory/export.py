@@ -17,6 +17,7 @@ from tinystory.log import fmt_duration, log, logger
 
 ROOT = Path(__file__).resolve().parent.parent  # the project root: commands in the record are run from here
 TOKENS_LINE = "tokens per iteration will be:"
+OVERRIDING = ("Overriding: ", "Overriding config with ")  # an invocation's first lines: a recipe's, then each typed option
 ITER_RE = re.compile(r"^(\d+) \| loss ")
 EVAL_RE = re.compile(r"^step (\d+): train loss (\S+), val loss (\S+)$")
 ELIDED = "..."
@@ -31,7 +32,7 @@ def invocations(lines: list[str]) -> list[list[str]]:
   for i, line in enumerate(lines):
     if line.startswith(TOKENS_LINE):
       j = i
-      while j - 1 > prev and lines[j - 1].startswith("Overriding: "): j -= 1
+      while j - 1 > prev and lines[j - 1].startswith(OVERRIDING): j -= 1
       starts.append(j)
       prev = i
   return [lines[a:b] for a, b in zip(starts, starts[1:] + [len(lines)])]
@@ -60,7 +61,7 @@ def command_lines(command: str, prompt: str) -> list[str]:
 def drop_extra_overrides(invocation: list[str], command: str) -> list[str]:
   """An invocation's lines without the Overriding lines of a failed attempt just before it (one that stopped on a bad
   --device, before its first other line): the command's own options are the last ones."""
-  n_over = next(i for i, l in enumerate(invocation) if not l.startswith("Overriding: "))
+  n_over = next(i for i, l in enumerate(invocation) if not l.startswith(OVERRIDING))
   keys = {o[0].split("=")[0].lstrip("-").replace("-", "_") for o in command_options(command)}
   return invocation[max(0, n_over - len(keys)):]
 
@@ -179,6 +180,8 @@ def summary_lines(rdir: Path, cfg: dict, sample_note: str) -> list[str]:
   o, v, tok = cfg["options"], cfg["versions"], cfg["tokenizer"]
   rows = [("data", f"{source_name(s)} sha256 {s['sha256']}") for s in cfg["data_meta"]["sources"]]
   rows.append(("tokenizer", f"{tok['kind']}, {tok['vocab_size']:,} tokens, sha256 {tok['sha256']}"))
+  if r := cfg.get("recipe"):
+    rows.append(("recipe", f"{r['path']} sha256 {r['sha256'][:16]}: " + (", ".join(f"{k}={v}" for k, v in r["options"].items()) or "empty")))
   if n := cfg.get("num_params"):  # runs from before config.json recorded it have no row
     d, nd = n["decayed"], n["non-decayed"]
     rows.append(("parameters", f"{d['parameters'] + nd['parameters']:,} ({d['parameters']:,} decayed in {d['tensors']} tensors"

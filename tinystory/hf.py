@@ -99,6 +99,9 @@ def hf_pattern(pattern: str) -> str:
 
 def tokenizer_json(tok) -> dict:
   from tinystory.tokenizer import N_SPECIAL
+  if tok.kind == "llama2c":
+    raise UserError("the run's tokenizer is a llama2.c tokenizer.bin, whose run.c encoder a tokenizer.json cannot "
+                    "express: export it with --format llama2c (or llama2c-q8)")
   added = [{"id": i, "content": s, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False,
             "special": True} for i, s in enumerate(SPECIALS)]
   toks = [tok.token_bytes(i) for i in range(N_SPECIAL, tok.vocab_size)]
@@ -132,9 +135,16 @@ def tokenizer_json(tok) -> dict:
 
 def read_tokenizer_json(path: Path):
   """The project Tokenizer that a tokenizer.json written by tokenizer_json stands for."""
+  try: raw = Path(path).read_bytes()
+  except OSError as e: raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+  return parse_tokenizer_json(raw, path)
+
+def parse_tokenizer_json(raw: bytes, path):
+  """read_tokenizer_json of a file's bytes."""
   from tinystory.tokenizer import PATTERN, Tokenizer
-  try: j = json.loads(path.read_text(encoding="utf-8"))
-  except (OSError, ValueError) as e: raise UserError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+  try: j = json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError as e: raise UserError(f"{path}, read as a tokenizer.json: not UTF-8 text (byte {e.start})") from None
+  except ValueError as e: raise UserError(f"{path}, read as a tokenizer.json: not valid JSON ({e})") from None
   try:
     vocab, pre = j["model"]["vocab"], j["pre_tokenizer"]
     by_id = sorted((i, s) for s, i in vocab.items())

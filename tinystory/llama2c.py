@@ -42,10 +42,11 @@ def tensor_order(c: dict, version: int, shared: bool) -> list[tuple[str, tuple[i
 
 def is_quantized(name: str) -> bool: return not name.endswith("norm.weight")
 
-def check_config(c: dict, where: str) -> None:
-  """The header's numbers as run.c needs them; absurd values are refused before anything is sized by them."""
+def check_config(c: dict, where: str, header: dict | None = None) -> None:
+  """The header's numbers as run.c needs them; absurd values are refused before anything is sized by them. `header`:
+  the values as the file holds them, for the errors (version 0's vocab_size is negative for an unshared classifier)."""
   for k in CONFIG:
-    if not 0 < c[k] <= 1 << 20: raise UserError(f"{where}: header {k}={c[k]} is not in 1..{1 << 20}")
+    if not 0 < c[k] <= 1 << 20: raise UserError(f"{where}: header {k}={(header or c)[k]} is not in 1..{1 << 20}")
   if c["dim"] % c["n_heads"] or (c["dim"] // c["n_heads"]) % 2 or c["n_heads"] % c["n_kv_heads"]:
     raise UserError(f"{where}: header dim={c['dim']}, n_heads={c['n_heads']}, n_kv_heads={c['n_kv_heads']} do not make "
                     "an even head size with n_heads a multiple of n_kv_heads")
@@ -70,14 +71,15 @@ def read_model_bin(path) -> tuple[dict, dict[str, np.ndarray], int]:
   else:
     version, c, offset, group = 0, dict(zip(CONFIG, ints(0, 7))), 28, 0
     shared, c["vocab_size"] = c["vocab_size"] > 0, abs(c["vocab_size"])
-  check_config(c, str(path))
+  header = {**c, "vocab_size": c["vocab_size"] if shared or version else -c["vocab_size"]}  # as the file holds it
+  check_config(c, str(path), header)
   order = tensor_order(c, version, shared)
   if version == 2:
     if not 0 < group <= 1 << 20 or any(int(np.prod(s)) % group for n, s in order if is_quantized(n)):
       raise UserError(f"{path}: group size {group} does not divide the tensor sizes")
   expected = offset + sum(tensor_bytes(n, s, version, group) for n, s in order)
   if size != expected:
-    raise UserError(f"{path}: {size:,} bytes, but its header ({', '.join(f'{k}={c[k]}' for k in CONFIG)}, version {version}) "
+    raise UserError(f"{path}: {size:,} bytes, but its header ({', '.join(f'{k}={header[k]}' for k in CONFIG)}, version {version}) "
                     f"implies {expected:,}: truncated, or not a llama2.c model file")
   weights = {}
   for name, shape in order:
@@ -159,6 +161,7 @@ def tokenizer_bin(tok) -> bytes:
   """tokenizer.bin for a project tokenizer. Scores: -id for ordinary tokens, so that run.c's encoder, which merges
   the adjacent pair with the best score, merges BPE pairs in the order they were learned (the project's BPE applies
   merges by id); NEVER_MERGED for the specials."""
+  if isinstance(tok, RunCTokenizer): return tok.raw  # a tokenizer.bin trained on goes out as it came in
   pieces = tokenizer_pieces(tok)
   scores = [NEVER_MERGED] * 3 + [-float(i) for i in range(3, len(pieces))]
   return struct.pack("<i", max(map(len, pieces))) + b"".join(struct.pack("<fi", s, len(p)) + p for s, p in zip(scores, pieces))
@@ -167,18 +170,24 @@ def read_tokenizer_bin(path) -> "RunCTokenizer":
   """Read a tokenizer.bin; every malformed file is a UserError naming it."""
   try: raw = Path(path).read_bytes()
   except OSError as e: raise UserError(f"cannot read tokenizer file {path}: {e.strerror}") from None
-  if len(raw) < 4: raise UserError(f"{path}: {len(raw)} bytes: too short for a tokenizer.bin")
+  return parse_tokenizer_bin(raw, path)
+
+def parse_tokenizer_bin(raw: bytes, path) -> "RunCTokenizer":
+  """The RunCTokenizer of a tokenizer.bin's bytes (`path` names it in errors, which say what was read as what)."""
+  def bad(what: str) -> UserError: return UserError(f"{path}, read as a llama2.c tokenizer.bin: {what}")
+  if len(raw) < 4: raise bad(f"{len(raw)} bytes, too short")
   (max_len,), offset, pieces, scores = struct.unpack_from("<i", raw), 4, [], []
-  if not 0 < max_len <= 1 << 16: raise UserError(f"{path}: max token length {max_len} is not in 1..65536: not a tokenizer.bin")
+  if not 0 < max_len <= 1 << 16: raise bad(f"max token length {max_len} is not in 1..65536")
   while offset < len(raw):
-    if offset + 8 > len(raw): raise UserError(f"{path}: truncated at token {len(pieces)} (byte {offset})")
+    if offset + 8 > len(raw): raise bad(f"truncated at token {len(pieces)} (byte {offset})")
     score, n = struct.unpack_from("<fi", raw, offset)
     if not 0 <= n <= max_len or offset + 8 + n > len(raw):
-      raise UserError(f"{path}: token {len(pieces)} has length {n}: not in 0..{max_len} or past the end of the file")
+      raise bad(f"token {len(pieces)} has length {n}: not in 0..{max_len} or past the end of the file")
     pieces.append(raw[offset + 8:offset + 8 + n]); scores.append(score)
     offset += 8 + n
-  if len(pieces) < 4: raise UserError(f"{path}: {len(pieces)} tokens: a tokenizer.bin has <unk>, <s>, </s> and more")
-  return RunCTokenizer(pieces, np.array(scores, np.float32), hashlib.sha256(raw).hexdigest(), str(path))
+  if len(pieces) < 4: raise bad(f"{len(pieces)} tokens: a tokenizer.bin has <unk>, <s>, </s> and more")
+  if len(pieces) > 65535: raise bad(f"{len(pieces):,} tokens: shards store token ids as uint16 (at most 65,535)")
+  return RunCTokenizer(pieces, np.array(scores, np.float32), raw, str(path))
 
 class RunCTokenizer:
   """A tokenizer.bin's vocabulary with run.c's encoder and decoder, and the project Tokenizer's interface (encode,
@@ -190,10 +199,12 @@ class RunCTokenizer:
   A character with no token and no byte-fallback tokens at ids 3..258 is an error (run.c would use unrelated ids).
   decode is run.c's too: <0xXX> pieces are bytes, the space after a BOS is dropped, specials write nothing."""
   kind, pattern, unk_id, bos_id, eos_id = "llama2c", None, 0, 1, 2
+  dummy_prefix = True  # encode puts a ' ' before the text that is not the text's (eval does not count it)
 
-  def __init__(self, pieces: list[bytes], scores: np.ndarray, sha256: str, name: str = "tokenizer.bin"):
+  def __init__(self, pieces: list[bytes], scores: np.ndarray, raw: bytes, name: str = "tokenizer.bin"):
     from tinystory.tokenizer import UNK_TEXT
-    self.pieces, self.scores, self.sha256, self.name, self.vocab_size = pieces, scores, sha256, name, len(pieces)
+    self.pieces, self.scores, self.name, self.vocab_size = pieces, scores, name, len(pieces)
+    self.raw, self.sha256 = raw, hashlib.sha256(raw).hexdigest()
     self.ids = {}
     for i, p in enumerate(pieces): self.ids.setdefault(p, i)
     def text(i, p):
@@ -239,6 +250,12 @@ class RunCTokenizer:
 
   def token_bytes(self, id: int) -> bytes: return self._bytes[self._check([id])[0]]
 
+  def to_bytes(self) -> bytes:
+    """The tokenizer.bin as it was read: a run keeps this copy (its tokenizer.tok) and exports it unchanged."""
+    return self.raw
+
+  def save(self, path) -> None: write_atomic(path, self.raw)
+
   def decode(self, ids) -> str:
     ids = self._check(ids)
     parts = [self._bytes[t][1:] if k and ids[k - 1] == self.bos_id and self._bytes[t][:1] == b" " else self._bytes[t]
@@ -261,7 +278,7 @@ def check_exportable(a, tok, version: int) -> None:
   if version == 2 and q8_group_size(a.dim, a.hidden_size) == 1:
     raise UserError(f"dim={a.dim} and FFN hidden size {a.hidden_size} have no common power-of-two factor: Q8_0 groups "
                     "of 1 would be larger than float32 (use --format llama2c, or train with e.g. --multiple_of=32)")
-  tokenizer_pieces(tok)
+  if not isinstance(tok, RunCTokenizer): tokenizer_pieces(tok)
 
 def write_llama2c(weights: dict[str, np.ndarray], a, tok, out: Path, version: int) -> list[Path]:
   """model.bin (version 0 for run.c, 2 for runq.c) and tokenizer.bin in `out`, from the project's weights (logical

@@ -9,7 +9,7 @@ from tinystory import UserError, write_atomic
 from tinystory.checkpoint import find_run, last_per_iter, read_config, read_metrics, runs_dir, training_pid
 from tinystory.log import log
 
-X_AXES = {"iter": "iteration", "tokens": "tokens trained on", "seconds": "wall time (s)"}
+X_AXES = {"iter": "iteration", "tokens": "tokens trained on", "seconds": "wall time (s)", "minutes": "wall time (minutes)"}
 # options that name a run rather than describe it: never a reason to tell two runs apart in a legend
 NOT_A_DIFFERENCE = ("out_dir", "init_from", "overwrite", "wandb_log", "wandb_project", "wandb_run_name", "log_interval")
 
@@ -36,19 +36,19 @@ def smooth_centred(values: list[float], half: int) -> list[float]:
   return (sy / np.maximum(s0, 1) + slope * (i - sx / np.maximum(s0, 1))).tolist()
 
 def run_curves(rdir: Path, x: str) -> dict:
-  """The run's train loss and val loss against the `x` axis (iter | tokens | seconds). Tokens are those trained on
-  before the loss was measured; seconds add up the wall time of the iterations before it (compiles and evals included),
-  across resumes."""
+  """The run's train loss and val loss against the `x` axis (iter | tokens | seconds | minutes). Tokens are those
+  trained on before the loss was measured; seconds (minutes) add up the wall time of the iterations before it
+  (compiles and evals included), across resumes."""
   iters, evals = (last_per_iter(r) for r in read_metrics(rdir))
   if not iters and not evals: raise UserError(f"{rdir / 'metrics.jsonl'} has no iterations or evals yet: nothing to plot")
   if x == "tokens":
     o = read_config(rdir)["options"]
     per_iter = o["batch_size"] * o["max_seq_len"] * o["gradient_accumulation_steps"]
     at = lambda it: it * per_iter
-  elif x == "seconds":
-    done, total = {}, 0.0  # done[i]: wall seconds when iteration i began
-    for r in iters: done[r["iter"]], total = total, total + r["dt"]
-    at = lambda it: done.get(it, total)
+  elif x in ("seconds", "minutes"):
+    done, total, unit = {}, 0.0, 60.0 if x == "minutes" else 1.0  # done[i]: wall time when iteration i began
+    for r in iters: done[r["iter"]], total = total / unit, total + r["dt"]
+    at = lambda it: done.get(it, total / unit)
   else: at = lambda it: it
   return {"x": [at(r["iter"]) for r in iters], "loss": [r["loss"] for r in iters],
           "val_x": [at(r["iter"]) for r in evals], "val_loss": [r["val_loss"] for r in evals],

@@ -147,11 +147,15 @@ def generate(decoder: CachedDecoder, prompt: list[int], max_new_tokens: int,
 
 class TextStream:
   """Writes token ids as text as they come: bytes through an incremental UTF-8 decoder, so a character split over
-  several tokens is written whole once its last byte arrives; a BOS (a new story) is written as a blank line."""
-  def __init__(self, tok, write: Callable[[str], None]):
-    self.tok, self.write, self.utf8 = tok, write, codecs.getincrementaldecoder("utf-8")("replace")
+  several tokens is written whole once its last byte arrives; a BOS (a new story) is written as a blank line. With a
+  tokenizer.bin (a dummy-prefix ' ' before each story) the space that begins a token after a BOS is dropped, as run.c
+  prints it; `prev` is the token before the first one put (the prompt's last)."""
+  def __init__(self, tok, write: Callable[[str], None], prev: int | None = None):
+    self.tok, self.write, self.utf8, self.prev = tok, write, codecs.getincrementaldecoder("utf-8")("replace"), prev
   def put(self, token: int) -> None:
-    text = self.utf8.decode(self.tok.token_bytes(token))
+    piece = self.tok.token_bytes(token)
+    if self.prev == self.tok.bos_id and getattr(self.tok, "dummy_prefix", False) and piece[:1] == b" ": piece = piece[1:]
+    text, self.prev = self.utf8.decode(piece), token
     if token == self.tok.bos_id: text += self.utf8.decode(b"", final=True) + "\n\n"
     if text: self.write(text)
   def end(self) -> None:
@@ -232,7 +236,7 @@ def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambd
   samples, t0 = [], time.perf_counter()
   for _ in range(cfg.num_samples):
     if text := tok.decode(prompt): write(text)
-    stream = TextStream(tok, write)
+    stream = TextStream(tok, write, prompt[-1])
     samples.append([])
     for t in generate(decoder, prompt, cfg.max_new_tokens, pick):
       samples[-1].append(t)

@@ -13,6 +13,7 @@ from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_check
                                   save_checkpoint, training_lock, unpadded)
 from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
+from tinystory.recipe import describe as describe_recipe
 from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to_pending, stop_logging_to
 
 @dataclass
@@ -417,11 +418,13 @@ def divergence_advice(cfg: TrainConfig) -> str:
 
 # *** the command ***
 
-def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None) -> dict:
+def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list[str] | None = None,
+          recipe: dict | None = None, from_recipe: list[tuple[str, object]] = ()) -> dict:
   """Run training as llama2.c's train.py does; `overrides` are the options given on the command line, in order (they
   are logged as `Overriding: k = v`; on resume the run's saved options are the defaults and these change them);
   `argv` is the command line after `cli.py` (default: this process's), recorded in config.json so that the run can be
-  reproduced. Returns a summary dict (iterations, best val loss, run dir).
+  reproduced. `recipe` is the recipe file given (recipe.load_recipe) and `from_recipe` the options it set (those not
+  typed): on resume they count as given, like `overrides`. Returns a summary dict (iterations, best val loss, run dir).
   The run dir is locked for the whole run (one trainer per run dir). What is logged before every input has been checked
   is held back: a run that fails before it starts leaves the run dir as it was (and removes it if it made it)."""
   validate(cfg)
@@ -431,7 +434,7 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   pending, handlers = log_to_pending(), []
   try:
     with training_lock(rdir), Interrupted() as interrupted:
-      return _train(cfg, rdir, overrides, sys.argv[1:] if argv is None else argv, interrupted,
+      return _train(cfg, rdir, overrides, recipe, [*from_recipe, *overrides], sys.argv[1:] if argv is None else argv, interrupted,
                     start_log=lambda: handlers.append(log_to_file(rdir / "train.log", pending)))
   except BaseException:
     if not (rdir / "config.json").exists(): remove_created(created)
@@ -455,21 +458,38 @@ def clear_run(rdir: Path) -> None:
   except OSError as e: raise UserError(f"--overwrite: cannot delete the previous run in {rdir}: {e.strerror or e}") from None
   log(f"--overwrite=True: deleted the previous run in {rdir}")
 
+def model_file_options(cfg: TrainConfig, given: dict) -> tuple[TrainConfig, dict]:
+  """--init_from=MODEL (a llama2.c .bin or a Hugging Face directory): unless given, its own context length and its own
+  tokenizer (tokenizer.bin beside the .bin, the directory's tokenizer.json), so that the data is tokenized as the
+  model was trained; a longer --max_seq_len than the model's is refused (its RoPE and weights were never trained on one).
+  Returns the options and what was taken from the model file."""
+  from tinystory.exchange import model_file_context
+  ctx, own_tok = model_file_context(cfg.init_from)
+  changes = {}
+  if "max_seq_len" not in given and ctx > 0: changes["max_seq_len"] = ctx
+  elif ctx > 0 and cfg.max_seq_len > ctx:
+    raise UserError(f"--max_seq_len={cfg.max_seq_len} is longer than the context of {cfg.init_from} ({ctx}): give at most {ctx}")
+  if "tokenizer" not in given and own_tok.is_file(): changes["tokenizer"] = str(own_tok)
+  return dataclasses.replace(cfg, **changes), changes
+
 def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
   return dict(dim=cfg.dim, n_layers=cfg.n_layers, n_heads=cfg.n_heads, n_kv_heads=cfg.n_kv_heads, vocab_size=vocab_size,
               multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len, dropout=cfg.dropout, ffn_bias=cfg.ffn_bias,
               unembedding=cfg.unembedding)
 
-def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupted, start_log) -> dict:
+def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interrupted: Interrupted, start_log) -> dict:
   from tinystory.model import ModelArgs, Transformer, uses_pinv
   from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
+  if recipe: log(describe_recipe(recipe))
   for k, v in overrides: log(f"Overriding: {k} = {v}")
   # every input is checked before anything is written or compiled: options, run dir, checkpoint, data, shapes
   resume, changes = (load_resume(rdir), []) if cfg.init_from == "resume" else (None, [])
-  if resume: cfg, changes = resumed_config(cfg, resume, overrides)
+  if resume: cfg, changes = resumed_config(cfg, resume, given)
   else: check_scratch(rdir, cfg)
+  from_model = {}
+  if not resume and cfg.init_from != "scratch": cfg, from_model = model_file_options(cfg, dict(given))
   wandb = import_wandb() if cfg.wandb_log else None
   device = set_device(cfg.device, several=True)
   on_cpu = all(d.startswith("CPU") for d in devices_of(device))
@@ -496,7 +516,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     if cfg.init_from != "scratch":  # a model file: its shape and weights (its vocabulary must be the data tokenizer's)
       from tinystory.exchange import load_model_file
       src, _ = load_model_file(cfg.init_from, tok_path)
-      model_args, init_weights = {**dataclasses.asdict(src.args), "dropout": cfg.dropout}, model_weights(src)
+      model_args = {**dataclasses.asdict(src.args), "dropout": cfg.dropout, "max_seq_len": cfg.max_seq_len}
+      init_weights = model_weights(src)
   tok_bytes, data_meta = tok.to_bytes(), pretok.load_meta(shard_dir)
   val_dir = resolve_val_data(cfg.val_data, tok_path)
   if val_dir: log(f"val loss on --val_data {cfg.val_data}: all of {val_dir}")
@@ -512,7 +533,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
     log(f"Resuming training from {cfg.out_dir}")
     if resume.restored_prev: log(f"restored {rdir / CKPT} from {rdir / (CKPT + '.prev')} (a save was cut short)")
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
-  else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}")
+  else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}" +
+            "".join(f", its {k} {v}" for k, v in from_model.items()))
   model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed)
   if isinstance(device, tuple):
     model.shard(device)
@@ -536,7 +558,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, argv, interrupted: Interrupt
   run_config.update(options=dataclasses.asdict(cfg), model_args=model_args, num_params=num_params, shard_dir=str(shard_dir),
                     data_meta=data_meta, val_shard_dir=val_dir and str(val_dir),
                     tokenizer={"path": str(tok_path), "kind": tok.kind, "vocab_size": tok.vocab_size, "sha256": tok.sha256},
-                    versions=versions(),
+                    versions=versions(), **({"recipe": recipe} if recipe else {}),
                     commands=run_config.get("commands", []) + [shlex.join(["python", "cli.py", *argv])])
   write_atomic(config_path, json.dumps(run_config, indent=1))
   iter_num, best_val_loss = (resume.meta["iter_num"], resume.meta["best_val_loss"]) if resume else (0, 1e9)
