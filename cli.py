@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """tinystory's command line: parses options and calls the package (`python cli.py --help`)."""
-import sys
+import signal, sys
 from dataclasses import fields
 import click
 from tinystory import UserError
@@ -237,7 +237,8 @@ def train(ctx, recipe, **options):
   typed = ctx.meta.get("overrides", [])
   recipe = load_recipe(recipe, fields(TrainConfig)) if recipe is not None else None
   from_recipe = apply_recipe(options, recipe, typed)
-  run_training(TrainConfig(**options), overrides=typed, argv=ctx.obj["argv"], recipe=recipe, from_recipe=from_recipe)
+  res = run_training(TrainConfig(**options), overrides=typed, argv=ctx.obj["argv"], recipe=recipe, from_recipe=from_recipe)
+  if res and res.get("signal") == signal.SIGTERM: sys.exit(128 + signal.SIGTERM)  # saved; schedulers see it was stopped
 
 # ---- sample ----
 

@@ -109,12 +109,12 @@ def test_malformed_jsonl_and_tar_member_name_their_position(tmp_path):
 ])
 def test_non_utf8_is_an_error_at_its_byte_offset_unless_replaced(tmp_path, name, data, offset):
   (p := tmp_path / name).write_bytes(data)
-  raises(f"{p}: invalid UTF-8 at byte {offset} (use --encoding-errors replace to read it anyway)", stories, p)
+  raises(f"{p}: invalid UTF-8 at byte {offset} (fix the file, or read it with `data prepare --encoding-errors replace`, which writes U+FFFD for the bad bytes, and train on its shards)", stories, p)
   assert data[offset] >= 0x80 and "\ufffd" in "".join(stories(p, errors="replace"))
 
 def test_non_utf8_in_an_archive_member_names_the_member(tmp_path):
   p = tar_gz(tmp_path / "t.tar.gz", {"data00.json": b'["\xff"]'})
-  raises(f"{p}:data00.json: invalid UTF-8 at byte 2 (use --encoding-errors replace to read it anyway)", stories, p)
+  raises(f"{p}:data00.json: invalid UTF-8 at byte 2 (fix the file, or read it with `data prepare --encoding-errors replace`, which writes U+FFFD for the bad bytes, and train on its shards)", stories, p)
 
 def test_describe_and_hash_sources(tmp_path):
   (p := tmp_path / "a.txt").write_bytes(b"x" * 3_000_000)

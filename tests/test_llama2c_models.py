@@ -250,3 +250,18 @@ def test_malformed_tokenizer_files_of_every_format_are_one_line_errors(files, tm
   path.write_bytes(mutate(good, rnd) if rnd.random() < 0.8 else bytes(rnd.randrange(256) for _ in range(rnd.randrange(40))))
   try: load_tokenizer(path)
   except UserError as e: assert "\n" not in str(e) and str(path) in str(e)
+
+def test_a_tokenizer_of_another_size_is_refused_before_the_data_is_prepared(files, tmp_path, monkeypatch):
+  from tinystory.tokenizer import fit_tokenizer
+  monkeypatch.chdir(tmp_path)
+  fit_tokenizer(STORIES, "char").save(tmp_path / "small.tok")
+  res = invoke("train", f"--init_from={files['model']}", f"--data={files['text']}", "--tokenizer=small.tok", "--out_dir=x")
+  n = read_tokenizer_bin(files["tok"]).vocab_size
+  assert res.exit_code == 1 and f"tokenizer small.tok has {fit_tokenizer(STORIES, 'char').vocab_size} tokens but " \
+         f"{files['model']} has vocab_size={n}: pass its own tokenizer" in res.output
+  assert "preparing shards" not in res.output and not (tmp_path / "cache").exists()
+
+def test_a_tokenizer_json_of_another_layout_is_a_one_line_error(tmp_path):
+  (p := tmp_path / "tokenizer.json").write_text(json.dumps({"model": {"vocab": [["<unk>", 0.0]]}, "pre_tokenizer": None}))
+  res = invoke("tokenizer", "info", p)
+  assert res.exit_code == 1 and "is not a tokenizer.json written by `export-model --format hf`" in res.output

@@ -21,8 +21,9 @@ def fake_run(root: Path, name: str, iters: int = 20, resumed_at: int | None = No
   (rdir / "train.log").write_text("")
   (rdir / "config.json").write_text(json.dumps({"options": {**OPTIONS, "out_dir": name, **options}, "model_args": model_args or {},
                                                 "data_meta": {}, "tokenizer": {}, "versions": {}, "commands": ["x"]}))
-  recs = [{"iter": i, "loss": 5 - i / 10, "dt": 1 + i / 10} for i in range(iters)]
-  if resumed_at is not None: recs += [{"iter": i, "loss": 4 - i / 10, "dt": 1 + i / 10} for i in range(resumed_at, iters)]
+  rec = lambda i, loss: {"iter": i, "loss": loss, "dt": 1 + i / 10, "tokens": (i + 1) * 128, "time": i}
+  recs = [rec(i, 5 - i / 10) for i in range(iters)]
+  if resumed_at is not None: recs += [rec(i, 4 - i / 10) for i in range(resumed_at, iters)]
   recs += [{"iter": i, "val_loss": 6 - i / 10, "train_loss": 0} for i in range(0, iters + 1, 5)]
   (rdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
   return rdir

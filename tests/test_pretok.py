@@ -131,7 +131,7 @@ def test_cli_prepare_writes_shards_and_reports_bad_input_in_one_line(tmp_path, c
   assert (meta["stories"], meta["shards"][0]["stories"], meta["val_fraction"], meta["shard_tokens"]) == (65, 6, 0.1, 9000)
   (bad := tmp_path / "bad.txt").write_bytes(b"ok\n\n\xffno")
   r = CliRunner().invoke(cli, ["data", "prepare", "--data", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "b")])
-  assert r.exit_code == 1 and r.output == f"Error: {bad}: invalid UTF-8 at byte 4 (use --encoding-errors replace to read it anyway)\n"
+  assert r.exit_code == 1 and r.output == f"Error: {bad}: invalid UTF-8 at byte 4 (fix the file, or read it with `data prepare --encoding-errors replace`, which writes U+FFFD for the bad bytes, and train on its shards)\n"
   r = CliRunner().invoke(cli, ["data", "prepare", "--data", str(bad), "--tokenizer", str(tok), "--out", str(tmp_path / "b"),
                                "--encoding-errors", "replace"])
   assert r.exit_code == 0 and load_meta(tmp_path / "b")["stories"] == 2

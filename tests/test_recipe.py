@@ -59,11 +59,17 @@ def test_shipped_recipes():
   ("data = [1, 2]\n", "data is an array, expected a string"),
   ("[train]\nbatch_size = 8\n", "'train' is not an option of train"),
   ("batch_size = \n", "is not valid TOML: "),
+  ("learning_rate = " + "9" * 400 + "\n", "learning_rate = 99999999999999999999... is out of range"),
+  ("overwrite = true\n", "overwrite deletes a run: it is not taken from a recipe; type --overwrite=True if you mean it"),
 ])
 def test_bad_recipes_are_one_line_errors(tmp_path, text, msg):
   r = recipe(tmp_path, text)
   p = subprocess.run([sys.executable, "cli.py", "train", str(r)], cwd=ROOT, capture_output=True, text=True)
   assert p.returncode == 1 and p.stderr.count("\n") == 1 and p.stderr.startswith(f"Error: recipe {r}") and msg in p.stderr, p.stderr
+
+def test_a_recipe_saved_with_a_byte_order_mark_loads(tmp_path):
+  (p := tmp_path / "bom.toml").write_bytes("\ufeffbatch_size = 8\n".encode("utf-8"))
+  assert load_recipe(p, fields(TrainConfig))["options"] == {"batch_size": 8}
 
 def test_unreadable_recipes(tmp_path):
   with pytest.raises(UserError, match=f"cannot read recipe {tmp_path / 'none.toml'}: No such file or directory"):

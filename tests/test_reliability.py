@@ -325,3 +325,73 @@ def test_resume_of_a_checkpoint_lacking_a_field_is_one_line(tmp_path, key):
   res, _ = run_train(tmp_path, "--max_iters=2", "--init_from=resume")
   assert res.exit_code == 1 and one_error_line(res.output) == (
     f"Error: checkpoint {rdir / 'ckpt' / 'ckpt.json'} lacks {key!r}: it cannot be resumed (it can be sampled)")
+
+# *** round two: SIGTERM, a damaged config.json, malformed run records, device names (issue 26) ***
+
+def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path):
+  """kill, timeout, systemd and job schedulers send SIGTERM first: it is Ctrl-C's save-and-stop, with exit status
+  143 (128 + 15) so that they see what happened; the resume goes on bit-exactly."""
+  rdir = tmp_path / "term"
+  args = [f"--out_dir={rdir}", *TINY, "--eval_interval=100000", "--dropout=0.1"]
+  p = subprocess.Popen([sys.executable, "cli.py", "train", *args, "--max_iters=100000"], cwd=ROOT, env=env(tmp_path),
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  wait_for(lambda: (rdir / "train.log").exists() and len(iter_lines((rdir / "train.log").read_text())) >= 3, p, "3 iterations")
+  p.send_signal(signal.SIGTERM)
+  out, _ = p.communicate(timeout=120)
+  assert p.returncode == 143, out
+  m = re.search(rf"^SIGTERM received: saved step (\d+) to {rdir / 'ckpt'}; continue with --init_from=resume --out_dir={rdir}$", out, re.M)
+  assert m and m.group(0) in (rdir / "train.log").read_text(), out
+  n = int(m.group(1))
+  res, _ = run_train(tmp_path, "--init_from=resume", f"--max_iters={n + 1}", name="term")
+  assert res.exit_code == 0 and [int(l.split()[0]) for l in iter_lines(res.output)] == [n, n + 1], res.output
+  # the same losses as a run that was never stopped
+  full = subprocess.run([sys.executable, "cli.py", "train", *args[1:], f"--out_dir={tmp_path / 'full'}", f"--max_iters={n + 1}"],
+                        cwd=ROOT, env=env(tmp_path), capture_output=True, text=True)
+  assert full.returncode == 0, full.stderr
+  loss = lambda d: [(r["iter"], r["loss"]) for r in read_metrics(d)[0]]
+  assert sorted(set(loss(rdir))) == loss(tmp_path / "full")
+
+def test_a_damaged_config_json_is_refused_on_resume_not_replaced(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  os.truncate(rdir / "config.json", 100)
+  before = (rdir / "config.json").read_bytes()
+  res, _ = run_train(tmp_path, "--init_from=resume", "--max_iters=3")
+  assert res.exit_code == 1 and one_error_line(res.output).startswith(f"Error: {rdir / 'config.json'} is damaged (not valid JSON: ")
+  assert "put a good copy back, or move it away to resume without them" in res.output
+  assert (rdir / "config.json").read_bytes() == before  # untouched: its command history is the user's to restore
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A real tiny run, with its checkpoint, train.log and records, for the tests below to damage copies of."""
+  d = tmp_path_factory.mktemp("finished")
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("TINYSTORY_DATA", str(d / "cache"))
+    res = CliRunner().invoke(cli, ["train", f"--out_dir={d / 'r'}", *TINY, "--max_iters=2", "--eval_interval=2",
+                                   "--always_save_checkpoint=True"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["export-log", str(d / "r"), "--max_new_tokens=4"])  # its sample.txt, for --no-sample
+  assert res.exit_code == 0, res.output
+  return d / "r"
+
+@pytest.mark.parametrize("line, config", [("[1, 2, 3]", {}), ('{"iter": "x"}', {}), ('{"iter": 3, "loss": null, "dt": 1}', {}),
+                                          (None, {"tokenizer": None}), (None, {"data_meta": {}}), (None, {"commands": [3]})])
+def test_malformed_run_records_are_one_line_errors_in_plot_and_export_log(tmp_path, finished_run, line, config):
+  pytest.importorskip("matplotlib")
+  import shutil
+  rdir = tmp_path / "runs" / "r"
+  shutil.copytree(finished_run, rdir)
+  (rdir / "config.json").write_text(json.dumps({**json.loads((rdir / "config.json").read_text()), **config}))
+  if line:  # a damaged line among good ones
+    with open(rdir / "metrics.jsonl", "a") as f: f.write(line + "\n" + '{"iter": 99, "val_loss": 1, "train_loss": 1}\n')
+  for args in (["plot", "r"], ["export-log", "r", "--no-sample"]):
+    if not line and args[0] == "plot": continue  # a single run plotted by iteration reads no config.json
+    p = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True)
+    assert p.returncode == 1 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, p.stderr
+    assert ("metrics.jsonl line " if line else "config.json") in p.stderr, p.stderr
+
+@pytest.mark.parametrize("command", ["train", "sample"])
+def test_an_indexed_cpu_device_is_one_line(tmp_path, command):
+  p = subprocess.run([sys.executable, "cli.py", command, "--device=cpu:1"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True)
+  assert p.returncode == 1 and p.stderr == ("Error: --device=cpu:1: the CPU is one device here (every kernel already runs "
+                                            "on all its cores): use --device=cpu\n"), p.stderr

@@ -187,9 +187,12 @@ def read_config(rdir: Path) -> dict:
   since it was recorded; older runs lack it)."""
   try: cfg = json.loads(read_text(rdir / "config.json"))
   except json.JSONDecodeError as e: raise UserError(f"{rdir / 'config.json'} is not valid JSON (line {e.lineno})") from None
-  for k in ("options", "model_args", "data_meta", "tokenizer", "versions", "commands"):
+  if not isinstance(cfg, dict): raise UserError(f"{rdir / 'config.json'} is not a JSON object: not a config written by `python cli.py train`")
+  for k, kind in (("options", dict), ("model_args", dict), ("data_meta", dict), ("tokenizer", dict), ("versions", dict), ("commands", list)):
     if k not in cfg: raise UserError(f"{rdir / 'config.json'} lacks {k!r}: not a config written by `python cli.py train`")
-  if not cfg["commands"]: raise UserError(f"{rdir / 'config.json'} lists no training command")
+    if not isinstance(cfg[k], kind): raise UserError(f"{rdir / 'config.json'}: {k} is {json.dumps(cfg[k])[:40]}, expected a JSON {'object' if kind is dict else 'array'}")
+  if not cfg["commands"] or not all(isinstance(c, str) for c in cfg["commands"]):
+    raise UserError(f"{rdir / 'config.json'} lists no training command (commands must be strings)")
   return cfg
 
 def read_metrics(rdir: Path) -> tuple[list[dict], list[dict]]:
@@ -203,8 +206,21 @@ def read_metrics(rdir: Path) -> tuple[list[dict], list[dict]]:
     except json.JSONDecodeError:
       if n == len(text.splitlines()) and not text.endswith("\n"): break
       raise UserError(f"{path} line {n} is not JSON") from None
-    (evals if "val_loss" in rec else iters).append(rec)
+    (evals if isinstance(rec, dict) and "val_loss" in rec else iters).append(check_record(rec, path, n))
   return iters, evals
+
+ITER_FIELDS, EVAL_FIELDS = ("loss", "dt", "time"), ("val_loss", "train_loss")
+
+def check_record(rec, path: Path, n: int) -> dict:
+  """A metrics.jsonl record with the fields its readers use, of their types (plot, export-log); else a UserError."""
+  is_num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+  ok = isinstance(rec, dict) and is_int(rec.get("iter")) and all(is_num(rec.get(k)) for k in
+       (EVAL_FIELDS if "val_loss" in rec else ITER_FIELDS)) and ("val_loss" in rec or is_int(rec.get("tokens")))
+  if not ok:
+    raise UserError(f"{path} line {n} is not a record of train's (an object with an integer iter and, for an iteration, "
+                    f"numbers {', '.join(ITER_FIELDS)} and integer tokens; for an eval, {', '.join(EVAL_FIELDS)}): {json.dumps(rec)[:60]}")
+  return rec
 
 def last_per_iter(records: list[dict]) -> list[dict]:
   """One record per iteration, the last one written (a resume from an earlier checkpoint repeats iterations)."""

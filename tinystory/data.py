@@ -106,7 +106,9 @@ def cache_dir() -> Path:
 def _decode(data: bytes, where: str, offset: int, errors: str) -> str:
   try: return data.decode("utf-8", errors=errors)
   except UnicodeDecodeError as e:
-    raise UserError(f"{where}: invalid UTF-8 at byte {offset + e.start} (use --encoding-errors replace to read it anyway)") from None
+    # only `tokenizer fit` and `data prepare` have the option; train and eval take the shards data prepare makes
+    raise UserError(f"{where}: invalid UTF-8 at byte {offset + e.start} (fix the file, or read it with `data prepare "
+                    "--encoding-errors replace`, which writes U+FFFD for the bad bytes, and train on its shards)") from None
 
 def _story_of(record, where: str) -> str:
   story = record.get("story", record.get("text")) if isinstance(record, dict) else None

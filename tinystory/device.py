@@ -22,12 +22,16 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
   names = name.split(",")
   if len(names) > 1 and not several:
     raise UserError(f"{option}={name}: one device here (several, comma-separated, are for data parallel training)")
+  # a single device is the backend's first (tinygrad's DEV names a backend); refused before anything is opened
+  base_name, _, index = names[0].strip().partition(":")
+  if len(names) == 1 and index not in ("", "0"):
+    if base_name.lower() == "cpu":
+      raise UserError(f"{option}={name}: the CPU is one device here (every kernel already runs on all its cores): use {option}=cpu")
+    raise UserError(f"{option}={name}: a single device is the backend's first one here: pick the GPU with e.g. "
+                    f"CUDA_VISIBLE_DEVICES={index} and {option}={base_name.lower()}")
   devices = tuple(tinygrad_device(n, f"{option}={name}") for n in names)
   if len(set(devices)) < len(devices): raise UserError(f"{option}={name}: a device is listed twice")
   base = devices[0].split(":")[0]  # tinygrad's DEV names a backend (DEV=CUDA), not one of its devices
-  if len(devices) == 1 and devices[0] != base:
-    raise UserError(f"{option}={name}: a single device is the backend's first one here: pick the GPU with e.g. "
-                    f"CUDA_VISIBLE_DEVICES={devices[0].split(':')[1]} and --device={base.lower()}")
   DEV.value = base
   choose_for(base)
   return devices if len(devices) > 1 else devices[0]

@@ -135,7 +135,8 @@ class EvalConfig:
   data: str = option("", "the text: story files, dirs, globs or 'synthetic[:N]', comma-separated, tokenized as training "
                      "does; or a prepared shard dir")
   split: str = option("", "of a prepared shard dir: val | train | all; '': val")
-  tokenizer: str = option("", "tokenizer file; '': the run's tokenizer.tok")
+  tokenizer: str = option("", "tokenizer file (.tok, llama2.c tokenizer.bin, exported tokenizer.json); '': the run's "
+                          "tokenizer.tok")
   max_windows: int = option(0, "evaluate the first N windows only; 0: every window, the whole text")
   batch_size: int = option(16, "windows per forward pass (the last batch is padded; the numbers do not depend on it)")
   device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")

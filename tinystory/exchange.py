@@ -55,22 +55,23 @@ def is_model_file(path: str) -> bool:
   return (p.is_file() and p.suffix == ".bin") or (p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
                                                   and not (p / "ckpt.json").is_file())
 
-def model_file_context(path) -> tuple[int, Path]:
-  """(context length, its own tokenizer's path) of a model file, from its header or config.json alone (train reads
-  them before the model). Malformed files get their one-line errors later, from load_model_file."""
+def model_file_context(path) -> tuple[int, int, Path]:
+  """(context length, vocabulary size, its own tokenizer's path) of a model file, from its header or config.json
+  alone (train reads them before the model and the data); 0 where unreadable: malformed files get their one-line
+  errors from load_model_file."""
   import json, struct
   p = Path(path)
   if p.is_dir():
-    try: ctx = json.loads((p / "config.json").read_text(encoding="utf-8"))["max_position_embeddings"]
-    except (OSError, ValueError, KeyError, TypeError): ctx = 0
-    return ctx if isinstance(ctx, int) else 0, p / "tokenizer.json"
+    try: cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError): cfg = {}
+    num = lambda k: v if isinstance(cfg, dict) and isinstance(v := cfg.get(k), int) and not isinstance(v, bool) else 0
+    return num("max_position_embeddings"), num("vocab_size"), p / "tokenizer.json"
   try:
     with open(p, "rb") as f: head = f.read(40)
     from tinystory.llama2c import MAGIC
-    offset = 8 if struct.unpack_from("<I", head)[0] == MAGIC else 0
-    ctx = struct.unpack_from("<7i", head, offset)[6]
-  except (OSError, struct.error): ctx = 0
-  return ctx, p.parent / "tokenizer.bin"
+    c = struct.unpack_from("<7i", head, 8 if struct.unpack_from("<I", head)[0] == MAGIC else 0)
+  except (OSError, struct.error): c = (0,) * 7
+  return c[6], abs(c[5]), p.parent / "tokenizer.bin"
 
 def load_model_file(path, tokenizer_path=None):
   """(model, tokenizer) from a model made elsewhere, for sample, eval and train --init_from:

@@ -173,6 +173,15 @@ def wall_time(records: list[dict]) -> float:
 
 def source_name(source: dict) -> str: return source["path"] if "path" in source else f"synthetic:{source['synthetic']}"
 
+def check_summary_fields(rdir: Path, cfg: dict) -> None:
+  """The fields of config.json the summary reads, checked before anything is sampled or written."""
+  sources = cfg["data_meta"].get("sources")
+  if not isinstance(sources, list) or not all(isinstance(x, dict) and "sha256" in x and ("path" in x or "synthetic" in x) for x in sources):
+    raise UserError(f"{rdir / 'config.json'}: data_meta.sources is missing or malformed (each a path or synthetic, with its sha256)")
+  if not all(k in cfg["tokenizer"] for k in ("kind", "vocab_size", "sha256")):
+    raise UserError(f"{rdir / 'config.json'}: tokenizer lacks kind, vocab_size or sha256")
+  read_metrics(rdir)
+
 def summary_lines(rdir: Path, cfg: dict, sample_note: str) -> list[str]:
   """The record's own table of the run, `name  value` rows, from config.json, metrics.jsonl and the checkpoint."""
   all_iters, evals = read_metrics(rdir)
@@ -225,6 +234,7 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   if (pid := training_pid(rdir)) is not None:  # its log, metrics and checkpoint would not agree with one another
     raise UserError(f"{rdir} is still training (pid {pid}): export it when that run ends (Ctrl-C in it saves a checkpoint and stops)")
   cfg, log_lines = read_config(rdir), read_text(rdir / "train.log").splitlines()
+  check_summary_fields(rdir, cfg)
   find_checkpoint(rdir)  # before anything slow: a run with no checkpoint yet has nothing to sample or show
   out_path = Path(out) if out else rdir / f"train-{rdir.resolve().name}.sh"
   if not out_path.parent.is_dir(): raise UserError(f"--out {out}: directory {out_path.parent} does not exist")

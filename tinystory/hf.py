@@ -155,7 +155,7 @@ def parse_tokenizer_json(raw: bytes, path):
       if pre["pretokenizers"][0]["pattern"]["Regex"] != hf_pattern(PATTERN): raise ValueError
       toks = [bytes(decode[c] for c in s) for _, s in by_id[3:]]
     return Tokenizer(kind, toks, pattern)
-  except (KeyError, TypeError, IndexError, ValueError):
+  except (KeyError, TypeError, IndexError, ValueError, AttributeError):
     raise UserError(f"{path} is not a tokenizer.json written by `export-model --format hf` (only those are read)") from None
 
 def read_hf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:

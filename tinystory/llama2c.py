@@ -186,7 +186,6 @@ def parse_tokenizer_bin(raw: bytes, path) -> "RunCTokenizer":
     pieces.append(raw[offset + 8:offset + 8 + n]); scores.append(score)
     offset += 8 + n
   if len(pieces) < 4: raise bad(f"{len(pieces)} tokens: a tokenizer.bin has <unk>, <s>, </s> and more")
-  if len(pieces) > 65535: raise bad(f"{len(pieces):,} tokens: shards store token ids as uint16 (at most 65,535)")
   return RunCTokenizer(pieces, np.array(scores, np.float32), raw, str(path))
 
 class RunCTokenizer:
@@ -225,7 +224,8 @@ class RunCTokenizer:
       else: raise UserError(f"character {ch!r} is not in {self.name}, which has no byte-fallback tokens")
     return self.merge(([self.bos_id] if bos else []) + ids)  # run.c merges with the BOS in the list too
 
-  def encode_array(self, text: str, bos: bool = False) -> np.ndarray: return np.array(self.encode(text, bos), np.uint16)
+  def encode_array(self, text: str, bos: bool = False) -> np.ndarray:
+    return np.array(self.encode(text, bos), np.uint16 if self.vocab_size <= 1 << 16 else np.uint32)
 
   def merge(self, ids: list[int]) -> list[int]:
     """run.c's merge loop over a linked list: a heap of candidate pairs keyed by (-score, left position); an entry

@@ -129,6 +129,8 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
   if shard_tokens < 1: raise UserError(f"shard tokens {shard_tokens}: expected a positive number of tokens")
   if errors not in ENCODING_ERRORS: raise UserError(f"encoding errors {errors!r}: expected one of {', '.join(ENCODING_ERRORS)}")
   out, tok, sources = Path(out_dir), load_tokenizer(tokenizer_path), expand_sources(sources)  # read 3 times below
+  if tok.vocab_size > 1 << 16:
+    raise UserError(f"tokenizer {tokenizer_path} has {tok.vocab_size:,} tokens: shards store token ids as uint16, at most 65,536")
   if out.exists() and not out.is_dir(): raise UserError(f"--out {out} is a file, expected a directory")
   meta = {"format": FORMAT, "sources": describe_sources(sources), "tokenizer_path": str(Path(tokenizer_path).resolve()),
           "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size, "bos_id": tok.bos_id,

@@ -28,6 +28,7 @@ def option_value(path: str, key: str, v, kind: type):
   ok = isinstance(v, bool) if kind is bool else (isinstance(v, (int, float)) and not isinstance(v, bool) if kind is float
                                                    else isinstance(v, kind) and not isinstance(v, bool))
   if not ok: raise UserError(f"recipe {path}: {key} is {toml_type(v)}, expected {TOML_TYPES[kind]}")
+  if isinstance(v, int) and not -2**63 <= v < 2**63: raise UserError(f"recipe {path}: {key} = {str(v)[:20]}... is out of range")
   return float(v) if kind is float else v
 
 def load_recipe(path: str, config_fields) -> dict:
@@ -36,12 +37,14 @@ def load_recipe(path: str, config_fields) -> dict:
   try: raw = Path(path).read_bytes()
   except IsADirectoryError: raise UserError(f"recipe {path} is a directory, expected a .toml file") from None
   except OSError as e: raise UserError(f"cannot read recipe {path}: {e.strerror or e}") from None
-  try: table = tomllib.loads(raw.decode("utf-8"))
+  try: table = tomllib.loads(raw.decode("utf-8-sig"))  # a BOM, as some editors save it, is no error
   except UnicodeDecodeError as e: raise UserError(f"recipe {path} is not UTF-8 text (byte {e.start})") from None
   except tomllib.TOMLDecodeError as e: raise UserError(f"recipe {path} is not valid TOML: {e}") from None
-  kinds = {f.name: type(f.default) for f in config_fields}
+  kinds = {f.name: f.type for f in config_fields}  # as cli.py types the options
   options = {}
   for key, v in table.items():
+    if key == "overwrite":
+      raise UserError(f"recipe {path}: overwrite deletes a run: it is not taken from a recipe; type --overwrite=True if you mean it")
     if key not in kinds:
       close = [k for k in kinds if k.replace("_", "") == key.replace("_", "").replace("-", "")]
       hint = f" (did you mean {close[0]}?)" if close else " (the keys are train's option names: python cli.py train --help)"

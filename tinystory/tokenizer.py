@@ -107,9 +107,9 @@ def _check_tokens(kind: str, tokens: list[bytes], pattern: str | None) -> None:
     if not all(len(t) > 1 for t in tokens[256:]): raise ValueError("bpe merge tokens must be at least 2 bytes")
 
 def looks_like_tokenizer_bin(raw: bytes) -> bool:
-  """A tokenizer.bin begins with the longest token's length, an int32 of at most 65536: its two high bytes are NUL,
-  which no text file has."""
-  return len(raw) >= 8 and raw[2:4] == b"\0\0"
+  """A tokenizer.bin begins with the longest token's length, an int32 in 1..65536: its high bytes are NUL, which no
+  text file has."""
+  return len(raw) >= 8 and 0 < int.from_bytes(raw[:4], "little") <= 1 << 16
 
 def tokenizer_format(raw: bytes, path) -> str:
   """Which tokenizer file `raw` is, by its contents: "tok" (this project's .tok, or a text file meant as one),
@@ -136,7 +136,7 @@ def load_tokenizer(path):
     if looks_like_tokenizer_bin(raw): return parse_tokenizer_bin(raw, path)
     try: return parse_tokenizer_bin(raw, path)
     except UserError as e:  # binary, but not clearly a tokenizer.bin: say what it is not, as either
-      try: raw.decode(); start = -1
+      try: raw.decode()
       except UnicodeDecodeError as u: start = u.start
       why = str(e).partition("read as a llama2.c tokenizer.bin: ")[2]
       raise UserError(f"{path} is not a valid tokenizer file: not UTF-8 text (byte {start}), and not a llama2.c "

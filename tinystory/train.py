@@ -34,7 +34,8 @@ class TrainConfig:
                           "n_heads, n_kv_heads, multiple_of, vocab_size, ffn_bias, unembedding, max_seq_len), its data "
                           "(data, tokenizer, vocab_source) or its RNG (seed): other values of those are refused. A "
                           "model file (a llama2.c .bin or a Hugging Face directory, docs/exchange.md): a new run from "
-                          "its shape and weights; the data tokenizer must have its vocabulary size")
+                          "its shape and weights, and unless given its context length (a shorter --max_seq_len may be given) "
+                          "and its own tokenizer (tokenizer.bin beside a .bin, an HF directory's tokenizer.json)")
   overwrite: bool = option(False, "a new run (not --init_from=resume) in a run dir that holds a checkpoint: delete that "
                            "run (checkpoint, train.log, metrics.jsonl, config.json) once every check has passed")
   # wandb logging (llama2.c's)
@@ -45,7 +46,8 @@ class TrainConfig:
   wandb_run_name: str = option("", "the wandb run name; '': 'run' + the start time, as llama2.c")
   # data
   data: str = option("synthetic", "prepared shard dir, or raw sources (files, dirs, globs, 'synthetic'), comma-separated")
-  tokenizer: str = option("char", "tokenizer file, or 'char'/'bpe' to fit one on --data on the fly")
+  tokenizer: str = option("char", "tokenizer file (.tok, llama2.c tokenizer.bin, exported tokenizer.json), or "
+                          "'char'/'bpe' to fit one on --data on the fly; with --init_from=MODEL: the model's own")
   val_data: str = option("", "held-out text for the val loss, all of it (e.g. TinyStories-valid.txt): raw sources, "
                          "prepared with the run's tokenizer, or a prepared shard dir; '': --data's val shard. A resume "
                          "keeps the run's unless given")
@@ -324,15 +326,19 @@ def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> f
   return flops_per_token(model) * tokens_per_iter / dt / peak_flops
 
 class Interrupted:
-  """SIGINT sets a flag that the loop checks between steps (so a step is never cut in half); a second Ctrl-C aborts."""
-  def __init__(self): self.flag = False
+  """SIGINT (Ctrl-C) or SIGTERM (kill, timeout, systemd, job schedulers) sets a flag that the loop checks between
+  steps (so a step is never cut in half): it saves and stops. A second signal aborts at once. `signum` is the first
+  signal's number (0: none)."""
+  SIGNALS = (signal.SIGINT, signal.SIGTERM)
+  def __init__(self): self.flag, self.signum = False, 0
   def __enter__(self):
-    self.prev = signal.signal(signal.SIGINT, self.handle)
+    self.prev = [signal.signal(s, self.handle) for s in self.SIGNALS]
     return self
-  def handle(self, *_):
+  def handle(self, signum, _frame):
     if self.flag: raise KeyboardInterrupt
-    self.flag = True
-  def __exit__(self, *_): signal.signal(signal.SIGINT, self.prev)
+    self.flag, self.signum = True, signum
+  def __exit__(self, *_):
+    for s, prev in zip(self.SIGNALS, self.prev): signal.signal(s, prev)
 
 
 # *** resume ***
@@ -403,6 +409,20 @@ def resumed_config(cfg: TrainConfig, resume: Resume, overrides) -> tuple[TrainCo
   validate(merged)
   return merged, changes
 
+def read_run_config(path: Path) -> dict:
+  """A resumed run's config.json, which it keeps adding to (its command history, the divergence record): damaged, it
+  is refused rather than replaced, since replacing it would lose them for good."""
+  why = None
+  try: cfg = json.loads(path.read_text(encoding="utf-8"))
+  except OSError as e: why = e.strerror or str(e)
+  except (ValueError, UnicodeDecodeError) as e: why = f"not valid JSON: {e}"
+  else:
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("commands"), list): why = "not a JSON object with the run's commands"
+  if why:
+    raise UserError(f"{path} is damaged ({why[:80]}): it holds the run's command history and divergence record, which "
+                    f"resuming would lose; put a good copy back, or move it away to resume without them")
+  return cfg
+
 def check_diverged(run_config: dict, meta: dict, changes: list, cfg: TrainConfig) -> None:
   """A run that diverged after its checkpoint, resumed as it was, diverges again (resume is bit-exact): refused; with
   changed options, a note."""
@@ -464,12 +484,17 @@ def model_file_options(cfg: TrainConfig, given: dict) -> tuple[TrainConfig, dict
   model was trained; a longer --max_seq_len than the model's is refused (its RoPE and weights were never trained on one).
   Returns the options and what was taken from the model file."""
   from tinystory.exchange import model_file_context
-  ctx, own_tok = model_file_context(cfg.init_from)
+  from tinystory.tokenizer import load_tokenizer
+  ctx, vocab, own_tok = model_file_context(cfg.init_from)
   changes = {}
   if "max_seq_len" not in given and ctx > 0: changes["max_seq_len"] = ctx
   elif ctx > 0 and cfg.max_seq_len > ctx:
     raise UserError(f"--max_seq_len={cfg.max_seq_len} is longer than the context of {cfg.init_from} ({ctx}): give at most {ctx}")
   if "tokenizer" not in given and own_tok.is_file(): changes["tokenizer"] = str(own_tok)
+  tok_file = changes.get("tokenizer", cfg.tokenizer)
+  if vocab and tok_file not in ("char", "bpe") and (n := load_tokenizer(tok_file).vocab_size) != vocab:  # before the data
+    raise UserError(f"tokenizer {tok_file} has {n} tokens but {cfg.init_from} has vocab_size={vocab}: pass its own tokenizer")
+  if vocab and tok_file in ("char", "bpe") and not cfg.vocab_size: changes["vocab_size"] = vocab  # fitted to its size
   return dataclasses.replace(cfg, **changes), changes
 
 def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
@@ -546,9 +571,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   log("using fused AdamW: False")
   train_batches = batches("train", resume.meta["data_state"] if resume else None)  # checks a resumed data state
   config_path = rdir / "config.json"
-  try: run_config = json.loads(config_path.read_text()) if resume and config_path.is_file() else {}
-  except (OSError, ValueError): run_config = {}
-  if not isinstance(run_config, dict): run_config = {}
+  run_config = read_run_config(config_path) if resume and config_path.exists() else {}
   if resume: check_diverged(run_config, resume.meta, changes, cfg)
 
   # every input checked: the run starts (its log, config.json; --overwrite deletes the old run first)
@@ -653,12 +676,14 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     local_iter += 1
     if interrupted.flag:
       checkpoint()
-      log(f"interrupted: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
+      how = "interrupted" if interrupted.signum == signal.SIGINT else f"{signal.Signals(interrupted.signum).name} received"
+      log(f"{how}: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
       break
     if iter_num > cfg.max_iters: break
   metrics.close()
   if wandb: wandb.finish()
-  return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag}
+  return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag,
+          "signal": interrupted.signum}
 
 
 def versions() -> dict:

@@ -79,23 +79,32 @@ study_recipe() {
     [ "$k" -gt "$prev" ] || continue
     prev=$k
     if ! $PY -c "import json, sys; sys.exit(json.load(open('$rdir/ckpt/ckpt.json'))['iter_num'] < $k)" 2>/dev/null; then
-      if [ -d "$rdir/ckpt" ]; then
+      if [ -d "$rdir/ckpt" ] || [ -d "$rdir/ckpt.prev" ]; then
         $PY cli.py train --out_dir=ttq/$r --init_from=resume --max_iters=$k
       else
         $PY cli.py train recipes/$r.toml --out_dir=ttq/$r --data="$STUDY/shards" --max_iters=$k --lr_decay_iters=$decay \
           --eval_interval=50 --eval_iters=2 --always_save_checkpoint=True --log_interval=10
       fi
     fi
-    [ -f "$rdir/heldout-$k.json" ] || { $PY cli.py eval --checkpoint="$rdir" --data="$STUDY/heldout.json" --json \
-      > "$rdir/heldout.tmp" && mv "$rdir/heldout.tmp" "$rdir/heldout-$k.json"; }
+    if [ ! -f "$rdir/heldout-$k.json" ]; then  # the checkpoint scored must be the point's (a rerun may have gone past it)
+      at=$($PY -c "import json; print(json.load(open('$rdir/ckpt/ckpt.json'))['iter_num'])")
+      [ "$at" = "$k" ] || { echo "$rdir: its checkpoint is at iteration $at, not $k: cannot score the point at $k" >&2; exit 1; }
+      $PY cli.py eval --checkpoint="$rdir" --data="$STUDY/heldout.json" --json > "$rdir/heldout.tmp"
+      mv "$rdir/heldout.tmp" "$rdir/heldout-$k.json"
+    fi
   done
-  [ -f "$rdir/sample.txt" ] || { $PY cli.py sample --checkpoint="$rdir" --start='Once upon a time' --max_new_tokens=300 \
-    --temperature=0.8 --top_k=20 --seed=1 --no-preamble > "$rdir/sample.tmp" && mv "$rdir/sample.tmp" "$rdir/sample.txt"; }
+  if [ ! -f "$rdir/sample.txt" ]; then
+    $PY cli.py sample --checkpoint="$rdir" --start='Once upon a time' --max_new_tokens=300 --temperature=0.8 --top_k=20 \
+      --seed=1 --no-preamble > "$rdir/sample.tmp"
+    mv "$rdir/sample.tmp" "$rdir/sample.txt"
+  fi
 }
 if [ -n "${AT_ONCE:-}" ]; then  # all recipes at once, each on one core (TINYSTORY_THREADS=0: the same numbers)
   pids=()
   for r in $RECIPES; do (TINYSTORY_THREADS=0 study_recipe "$r" > "$STUDY/$r.out" 2>&1) & pids+=($!); done
+  trap 'kill "${pids[@]}" 2>/dev/null' EXIT  # one failing ends the others too
   for p in "${pids[@]}"; do wait "$p"; done  # each one's failure fails the study
+  trap - EXIT
 else
   for r in $RECIPES; do study_recipe "$r"; done
 fi
