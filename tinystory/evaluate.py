@@ -102,8 +102,8 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
   windows = -(-(len(stream) - 1) // L)
   if max_windows is not None: windows = min(windows, max_windows)
   losses, (tok_bytes, tok_chars) = TokenLosses(model, batch_size, compile), token_sizes(tok)
-  dummy = getattr(tok, "dummy_prefix", False)
-  tok_space = np.array([tok.token_bytes(i)[:1] == b" " for i in range(tok.vocab_size)])
+  dummy = getattr(tok, "dummy_prefix", False)  # only a tokenizer.bin's encoder adds one
+  tok_space = np.array([tok.token_bytes(i)[:1] == b" " for i in range(tok.vocab_size)]) if dummy else None
   nats, tokens, chars, nbytes, unk = 0.0, 0, 0, 0, 0
   for first in range(0, windows, batch_size):
     x, y = (np.zeros((batch_size, L), np.int64) for _ in "xy")
