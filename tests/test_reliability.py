@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from cli import cli
+from tinystory import UserError
 from tinystory.checkpoint import find_checkpoint, load_checkpoint, read_metrics
 from tinystory.pretok import load_meta, prepare
 from tinystory.tokenizer import fit_tokenizer
@@ -20,7 +21,7 @@ def env(tmp_path) -> dict: return {**os.environ, "PYTHONPATH": str(ROOT), "TINYS
 
 def leftovers(rdir: Path) -> list[str]:
   """Temporary files and dirs a write may leave: none may stay."""
-  return sorted(str(p.relative_to(rdir)) for p in rdir.rglob("*") if p.name.endswith((".tmp", ".prev")) or ".prepare-tmp" in p.name)
+  return sorted(str(p.relative_to(rdir)) for p in rdir.rglob("*") if p.name.endswith((".tmp", ".prev")) or "-tmp." in p.name)
 
 def one_error_line(text: str) -> str:
   lines = [l for l in text.splitlines() if l.startswith("Error: ") or "Traceback" in l]
@@ -265,26 +266,45 @@ def test_short_val_split_is_refused_before_anything_runs(tmp_path):
 
 # *** divergence ***
 
-def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
-  args = ["--learning_rate=1e3", "--warmup_iters=0", "--eval_interval=1", "--always_save_checkpoint=True", "--max_iters=40"]
-  res, rdir = run_train(tmp_path, *args)
-  assert res.exit_code == 1, res.output
-  m = re.fullmatch(r"Error: (.*) at step (\d+): training stopped; the last good checkpoint, step (\d+), is in "
-                   rf"{re.escape(str(rdir / 'ckpt'))}: continue it with --init_from=resume and a lower --learning_rate \(now 1000\)",
+def test_a_diverging_run_sends_the_user_back_to_its_last_trained_checkpoint(tmp_path):
+  """always_save_checkpoint saves the finite but collapsed checkpoints of a diverging run (weights of ~1e8, a nearly
+  uniform prediction): the advice names the last one that beat the val data's unigram loss, put back in ckpt/, and
+  following it gets past the step that diverged."""
+  res, rdir = run_train(tmp_path, "--learning_rate=3e-2", "--warmup_iters=10", "--eval_interval=20", "--max_iters=200")
+  assert res.exit_code == 0, res.output
+  good = load_checkpoint(rdir)[0]  # step 180 (val loss 2.87; the unigram loss of this data is 3.08)
+  diverging = ["--learning_rate=1e3", "--eval_interval=2", "--always_save_checkpoint=True", "--max_iters=260", "--init_from=resume"]
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", *diverging])
+  m = re.fullmatch(rf"Error: (.*) at step (\d+): training stopped; the last checkpoint that looked trained, step "
+                   rf"{good['iter_num']} \(val loss {good['best_val_loss']:.4f}\), is in {re.escape(str(rdir / 'ckpt'))}: "
+                   r"continue it with --init_from=resume and a lower --learning_rate \(now 1000; e.g. --learning_rate=100\)",
                    one_error_line(res.output))
-  assert m and int(m[3]) <= int(m[2]), res.output  # grad_clip is on (1.0): no advice to turn it on
+  assert res.exit_code == 1 and m, res.output
+  assert re.search(rf"^put the checkpoint of step {good['iter_num']} back in \S+; the later one, of step (\d+) \(val loss "
+                   r"[\d.]+\), is now \S+ckpt.diverged$", res.output, re.M), res.output
   meta, weights, opt = load_checkpoint(rdir)
-  assert meta["iter_num"] == int(m[3]) and np.isfinite(meta["best_val_loss"])
-  assert all(np.isfinite(a).all() for a in [*weights.values(), *opt.values()])
-  # resumed as it was, it would diverge again, exactly: refused; with a change, a note and it goes on
-  res, _ = run_train(tmp_path, *args, "--init_from=resume")
+  assert meta["iter_num"] == good["iter_num"] and not np.array_equal(weights["norm.weight"], load_checkpoint(rdir / "ckpt.diverged")[1]["norm.weight"])
+  assert load_checkpoint(rdir / "ckpt.diverged")[0]["iter_num"] > good["iter_num"] and not (rdir / "ckpt.good").exists()
+  # resumed as it was, it would diverge again, exactly: refused
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", *diverging])
   assert res.exit_code == 1 and one_error_line(res.output).startswith(
-    f"Error: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step {m[3]}: resumed with the same options "
-    "it diverges again, exactly (resume is bit-exact); change an option, e.g. a lower --learning_rate (now 1000)"), res.output
-  res, _ = run_train(tmp_path, *args[1:-1], "--learning_rate=1e-3", f"--max_iters={m[3]}", "--init_from=resume")
-  assert res.exit_code == 0 and f"note: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step {m[3]}; " \
-    "resuming with changed options" in res.output, res.output
-  assert "changed on resume: learning_rate = 0.001 (was 1000.0)" in res.output
+    f"Error: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step {good['iter_num']}: resumed with the "
+    "same options it diverges again, exactly (resume is bit-exact); change an option, e.g. a lower --learning_rate"), res.output
+  # the advice followed: past the step that diverged, to the end
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--learning_rate=100", "--max_iters=260"])
+  assert res.exit_code == 0 and f"note: this run diverged at step {m[2]} ({m[1]}) after its checkpoint of step " \
+    f"{good['iter_num']}; resuming with changed options" in res.output, res.output
+  assert load_checkpoint(rdir)[0]["iter_num"] > int(m[2]) and iter_lines(res.output)[-1].startswith("260 | loss ")
+
+def test_a_run_that_diverges_before_it_learned_anything_says_so(tmp_path):
+  res, rdir = run_train(tmp_path, "--learning_rate=1e3", "--warmup_iters=0", "--eval_interval=1", "--always_save_checkpoint=True",
+                        "--max_iters=40")
+  assert res.exit_code == 1 and re.fullmatch(
+    r"Error: .* at step \d+: training stopped; no checkpoint looks trained \(the last, step \d+, has val loss [\d.]+, no "
+    r"better than the tokens' frequencies alone predict, 3.0826\): start again with --overwrite=True and a lower "
+    r"--learning_rate \(now 1000; e.g. --learning_rate=100\)", one_error_line(res.output)), res.output
+  meta, weights, opt = load_checkpoint(rdir)  # never a non-finite checkpoint
+  assert all(np.isfinite(a).all() for a in [*weights.values(), *opt.values()])
 
 # *** resume restores the run ***
 
@@ -395,3 +415,156 @@ def test_an_indexed_cpu_device_is_one_line(tmp_path, command):
   p = subprocess.run([sys.executable, "cli.py", command, "--device=cpu:1"], cwd=ROOT, env=env(tmp_path), capture_output=True, text=True)
   assert p.returncode == 1 and p.stderr == ("Error: --device=cpu:1: the CPU is one device here (every kernel already runs "
                                             "on all its cores): use --device=cpu\n"), p.stderr
+
+# *** concurrent and killed writers of a directory: the old complete output or the new complete one ***
+
+def stories_file(path: Path, n: int, word: str) -> Path:
+  path.write_text("\n\n".join(f"Story {i} about a {word} and a dog." for i in range(n)))
+  return path
+
+def prepare_proc(tmp_path, data: Path, tok: Path, out: Path, script: str | None = None, *script_args) -> subprocess.Popen:
+  args = ["data", "prepare", f"--data={data}", f"--tokenizer={tok}", f"--out={out}"]
+  cmd = [sys.executable, "-c", script, *script_args, *args] if script else [sys.executable, "cli.py", *args]
+  return subprocess.Popen(cmd, cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+@pytest.fixture
+def char_tok(tmp_path) -> Path:
+  fit_tokenizer(["Story about a cat and a dog, bird. 0123456789"], "char").save(tok := tmp_path / "t.tok")
+  return tok
+
+def test_concurrent_prepares_into_one_out_leave_one_complete_output(tmp_path, char_tok):
+  a, b = stories_file(tmp_path / "a.txt", 20000, "cat"), stories_file(tmp_path / "b.txt", 15000, "bird")
+  out = tmp_path / "shards"
+  for trial in range(3):
+    procs = [prepare_proc(tmp_path, src, char_tok, out) for src in (a, b)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    meta = load_meta(out)  # complete: every shard the size meta.json says
+    assert meta["stories"] in (20000, 15000) and meta["sources"][0]["path"] in (str(a), str(b))
+    assert set(os.listdir(tmp_path)) - {"cache"} == {"a.txt", "b.txt", "shards", "t.tok"}, os.listdir(tmp_path)  # no temp dirs
+  # the same raw data, two trainers at once: both prepare it into one cache (one waits for the other, then reuses it)
+  procs = [subprocess.Popen([sys.executable, "cli.py", "train", f"--out_dir={tmp_path / n}", *TINY[:-1], f"--data={a}",
+                             "--max_iters=2", "--eval_interval=2"], cwd=ROOT, env=env(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True) for n in ("r1", "r2")]
+  outs = [p.communicate(timeout=600)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], outs
+
+# a prepare that SIGKILLs itself at the n-th file operation of installing its output
+PREPARE_KILLER = """
+import os, shutil, signal, sys
+import tinystory.files as files
+n, count = int(sys.argv[1]), [0]
+def hook(real):
+  def wrapper(*a, **kw):
+    count[0] += 1
+    if count[0] == n: os.kill(os.getpid(), signal.SIGKILL)
+    return real(*a, **kw)
+  return wrapper
+if sys.argv[2] == "no-exchange": files.exchange = lambda a, b: False  # a system without an atomic swap
+else: files.exchange = hook(files.exchange)
+files.os.rename, files.os.link, files.shutil.rmtree = hook(os.rename), hook(os.link), hook(shutil.rmtree)
+sys.argv = ["cli.py", *sys.argv[3:]]
+import cli
+cli.main()
+"""
+
+@pytest.mark.parametrize("swap", ["exchange", "no-exchange"])
+def test_a_prepare_killed_while_installing_leaves_the_old_shards_or_the_new(tmp_path, char_tok, swap):
+  old, new = stories_file(tmp_path / "old.txt", 300, "cat"), stories_file(tmp_path / "new.txt", 400, "bird")
+  out = tmp_path / "shards"
+  prepare([str(old)], char_tok, out)
+  (out / "notes.txt").write_text("mine")  # a file of the user's in the output directory stays
+  seen = set()
+  for n in range(1, 5):  # the link of notes.txt, the swap (or the two renames), the removal of the old output
+    p = prepare_proc(tmp_path, new, char_tok, out, PREPARE_KILLER, str(n), swap)
+    p.communicate(timeout=600)
+    assert p.returncode in (-signal.SIGKILL, 0)
+    if not out.exists():  # killed between the two renames of a system without an atomic swap: the next prepare restores
+      assert swap == "no-exchange"
+      prepare([str(old)], char_tok, out)
+    seen.add(load_meta(out)["stories"])
+    assert (out / "notes.txt").read_text() == "mine"
+    prepare([str(old)], char_tok, out)  # back to the old output for the next kill
+  assert seen == {300, 400} or (seen == {300} and swap == "no-exchange"), seen
+  assert set(os.listdir(tmp_path)) - {"cache"} == {"new.txt", "old.txt", "shards", "t.tok"}  # the killed ones' temp dirs went
+
+def test_a_prepare_into_shards_a_trainer_reads_is_refused(tmp_path, char_tok):
+  out = tmp_path / "shards"
+  prepare([str(stories_file(tmp_path / "s.txt", 300, "cat"))], char_tok, out)
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  rdir = tmp_path / "run"
+  trainer = subprocess.Popen([sys.executable, "cli.py", "train", f"--out_dir={rdir}", *TINY[:-1], f"--data={out}",
+                              "--max_iters=100000", "--eval_interval=100000"], cwd=ROOT, env=env(tmp_path),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  try:
+    wait_for(lambda: (rdir / "train.log").exists() and iter_lines((rdir / "train.log").read_text()), trainer, "training")
+    res = CliRunner().invoke(cli, ["data", "prepare", f"--data={stories_file(tmp_path / 'n.txt', 400, 'bird')}",
+                                   f"--tokenizer={char_tok}", f"--out={out}"])
+    assert res.exit_code == 1 and one_error_line(res.output) == (
+      f"Error: --out {out} is in use: a `train` is reading it, and writing it now would change the data under it; wait "
+      "for it to end, or write into another directory"), res.output
+    res = CliRunner().invoke(cli, ["data", "prepare", f"--data={tmp_path / 's.txt'}", f"--tokenizer={char_tok}", f"--out={out}"])
+    assert res.exit_code == 0 and "already holds these shards" in res.output, res.output  # the same shards: nothing to write
+  finally:
+    trainer.send_signal(signal.SIGINT)
+    log_text, _ = trainer.communicate(timeout=600)
+  assert trainer.returncode == 0 and {p.name: p.read_bytes() for p in out.iterdir()} == before, log_text
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=3"])
+  assert res.exit_code == 0, res.output
+
+def test_a_failed_export_leaves_the_old_export_whole(tmp_path, monkeypatch):
+  from tinystory import hf
+  from tinystory.exchange import load_model_file
+  runs = {}
+  for name, dim in (("small", 16), ("big", 32)):
+    res, runs[name] = run_train(tmp_path, f"--dim={dim}", "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True", name=name)
+    assert res.exit_code == 0, res.output
+  out = tmp_path / "hf"
+  assert CliRunner().invoke(cli, ["export-model", str(runs["small"]), "--format=hf", f"--out={out}"]).exit_code == 0
+  (out / "README.md").write_text("my notes")
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  real = hf.write_atomic
+  def disk_full_at_weights(path, data):
+    if path.name == "model.safetensors": raise UserError(f"cannot write {path}: No space left on device")
+    real(path, data)
+  monkeypatch.setattr(hf, "write_atomic", disk_full_at_weights)  # config.json is written before it
+  res = CliRunner().invoke(cli, ["export-model", str(runs["big"]), "--format=hf", f"--out={out}"])
+  assert res.exit_code == 1 and one_error_line(res.output).endswith("model.safetensors: No space left on device"), res.output
+  assert {p.name: p.read_bytes() for p in out.iterdir()} == before and load_model_file(out)[0].args.dim == 16
+  monkeypatch.setattr(hf, "write_atomic", real)
+  assert CliRunner().invoke(cli, ["export-model", str(runs["big"]), "--format=hf", f"--out={out}"]).exit_code == 0
+  assert load_model_file(out)[0].args.dim == 32 and (out / "README.md").read_text() == "my notes"
+  assert set(os.listdir(tmp_path)) - {"cache"} == {"big", "hf", "small"}
+
+# *** links planted in a run dir are never written through ***
+
+@pytest.mark.parametrize("name", ["train.lock", "train.log", "metrics.jsonl"])
+def test_a_link_planted_in_a_run_dir_is_refused_and_its_target_untouched(tmp_path, name):
+  rdir, target = tmp_path / "run", tmp_path / "bashrc"
+  rdir.mkdir()
+  target.write_text("export PATH=/usr/bin\n")
+  (rdir / name).symlink_to(target)
+  res, _ = run_train(tmp_path, "--max_iters=1", "--eval_interval=1")
+  assert res.exit_code == 1 and one_error_line(res.output) == (
+    f"Error: {rdir / name} is a symbolic link: tinystory does not write through links in its directories (one pointing "
+    "outside could be overwritten); remove it"), res.output
+  assert target.read_text() == "export PATH=/usr/bin\n"
+
+def test_links_under_temp_names_are_never_followed(tmp_path):
+  res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
+  assert res.exit_code == 0, res.output
+  target, outside = tmp_path / "target", tmp_path / "outside"
+  target.write_text("keep")
+  outside.mkdir()
+  (outside / "keep").write_text("keep")
+  links = {"config.json.tmp": target, "tokenizer.tok.tmp": target, f"config.json.write-tmp.{os.getpid()}": target,
+           "ckpt.tmp": outside, "ckpt.prev": outside}
+  for name, to in links.items(): (rdir / name).symlink_to(to)
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=3"])
+  assert res.exit_code == 0, res.output
+  assert target.read_text() == "keep" and os.listdir(outside) == ["keep"] and load_checkpoint(rdir)[0]["iter_num"] == 3
+  # a copied run dir whose train.lock points at a shell rc file: refused, the file as it was
+  (rdir / "train.lock").unlink()
+  (rdir / "train.lock").symlink_to(target)
+  res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=4"])
+  assert res.exit_code == 1 and "train.lock is a symbolic link" in one_error_line(res.output) and target.read_text() == "keep"

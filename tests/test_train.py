@@ -190,7 +190,7 @@ def test_nonfinite_loss_stops_with_message(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=20", "--eval_interval=100", "--learning_rate=1e30", "--warmup_iters=0", "--grad_clip=0")
   # no checkpoint yet, grad_clip off: the advice says both (with clipping on, the divergence test shows it is not advised)
   assert res.exit_code == 1 and re.search(r"^Error: loss is (nan|inf) at step \d+: training stopped; no checkpoint was saved: "
-                                          r"start again with a lower --learning_rate \(now 1e\+30\) or --grad_clip=1.0$", res.output, re.M), res.output
+                                          r"start again with a lower --learning_rate \(now 1e\+30; e.g. --learning_rate=1e\+29\) or --grad_clip=1.0$", res.output, re.M), res.output
 
 def test_ctrl_c_saves_and_resume_continues(tmp_path):
   rdir = tmp_path / "sig"

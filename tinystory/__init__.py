@@ -10,15 +10,28 @@ def write_error(path, e: OSError, note: str = "") -> UserError:
   """The one-line error for a failed write (disk full, read-only, permission): `raise write_error(path, e) from None`."""
   return UserError(f"cannot write {path}: {e.strerror or e}" + (f" ({note})" if note else ""))
 
-def write_file(path, data: bytes) -> None:
-  """Write `data` to a new or truncated file and fsync it. Created 0666 less the umask (0644 under the usual 022),
-  as every file the project writes."""
-  fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+def write_file(path, data: bytes, new: bool = False) -> None:
+  """Write `data` to a new or truncated file (`new`: one that must not exist yet) and fsync it. Created 0666 less the
+  umask (0644 under the usual 022), as every file the project writes. A symbolic link at `path` is never followed."""
+  fd = open_nofollow(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if new else os.O_TRUNC))
   try:
     view = memoryview(data)
     while view: view = view[os.write(fd, view):]
     os.fsync(fd)
   finally: os.close(fd)
+
+def open_nofollow(path, flags: int, mode: int = 0o666) -> int:
+  """os.open that refuses a symbolic link at `path` (O_NOFOLLOW): a link planted in a run or output directory must not
+  send a write to a file outside it. The refusal is a UserError naming the link."""
+  try: return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+  except OSError as e:
+    if e.errno != errno.ELOOP: raise
+    raise UserError(f"{path} is a symbolic link: tinystory does not write through links in its directories (one "
+                    f"pointing outside could be overwritten); remove it") from None
+
+def open_append(path):
+  """A text file (UTF-8) appended to, created if missing, never through a link (open_nofollow): train.log, metrics.jsonl."""
+  return os.fdopen(open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a", encoding="utf-8")
 
 def fsync_dir(path) -> None:
   """Make the renames in directory `path` durable."""
@@ -27,18 +40,41 @@ def fsync_dir(path) -> None:
   finally: os.close(fd)
 
 def write_atomic(path, data: str | bytes) -> None:
-  """Write a file whole or not at all: a temp file beside it, fsynced, then renamed over it. A write error (disk
-  full, read-only, permission) is a UserError naming the file and the cause, with no temp file left."""
+  """Write a file whole or not at all: a new temp file beside it, this process's own (temp_name), fsynced, then renamed
+  over it, so concurrent writers leave one of their files whole. A write error (disk full, read-only, permission) is a
+  UserError naming the file and the cause, with no temp file left; those of killed writers go too."""
   path = Path(path)
-  tmp = path.with_name(path.name + ".tmp")
+  tmp = temp_name(path, "write")
   try:
-    write_file(tmp, data.encode("utf-8") if isinstance(data, str) else data)
+    tmp.unlink(missing_ok=True)  # a killed process's of the same pid, or a link planted under that name
+    write_file(tmp, data.encode("utf-8") if isinstance(data, str) else data, new=True)
     os.replace(tmp, path)
     fsync_dir(path.parent)
   except OSError as e:
     try: tmp.unlink(missing_ok=True)
     except OSError: pass
     raise write_error(path, e) from None
+  remove_stale(path, "write")
+
+def temp_name(path: Path, what: str) -> Path:
+  """This process's temp sibling of `path`, PATH.<what>-tmp.<pid>: two writers never share one."""
+  return path.with_name(f"{path.name}.{what}-tmp.{os.getpid()}")
+
+def remove_stale(path: Path, what: str) -> None:
+  """Remove the temp siblings of `path` (temp_name) left by writers that died: their pid no longer runs."""
+  import glob
+  for p in path.parent.glob(f"{glob.escape(path.name)}.{what}-tmp.*"):
+    if (pid := p.name.rsplit(".", 1)[1]).isdigit() and not pid_alive(int(pid)):
+      if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+      else:
+        try: p.unlink()
+        except OSError: pass
+
+def pid_alive(pid: int) -> bool:
+  try: os.kill(pid, 0)
+  except ProcessLookupError: return False
+  except PermissionError: pass  # another user's
+  return True
 
 def create_dirs(path, what: str) -> Path | None:
   """mkdir -p `path` (`what` names it in errors, e.g. "--out_dir"); returns the topmost directory it created, None if

@@ -9,9 +9,10 @@ written with the safetensors package from numpy arrays (plain file writes, fsync
 import contextlib, fcntl, json, os, shutil
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, fsync_dir, write_error, write_file
+from tinystory import UserError, fsync_dir, open_nofollow, write_error, write_file
 
 CKPT = "ckpt"
+GOOD = "ckpt.good"  # the last checkpoint that looked trained, while always_save_checkpoint saves ones that do not
 LOCK = "train.lock"  # held (flock) by the one `train` running in a run dir
 
 # *** where runs are ***
@@ -36,11 +37,16 @@ def find_run(path: str) -> Path:
   return p
 
 def find_checkpoint(path: Path) -> Path:
-  """The checkpoint dir for a run dir or a checkpoint dir, falling back to ckpt.prev after a crash mid-save."""
-  for p in (path, path / CKPT, path / (CKPT + ".prev")):
+  """The checkpoint dir for a run dir or a checkpoint dir, falling back to ckpt.prev after a crash mid-save (and to
+  ckpt.good after one while a divergence put it back)."""
+  for p in (path, path / CKPT, path / (CKPT + ".prev"), path / GOOD):
     if (p / "ckpt.json").is_file() and (p / "model.safetensors").is_file(): return p
   raise UserError(f"no checkpoint in {path}: expected {path / CKPT}/ckpt.json and model.safetensors "
                   "(a run saves one at its first eval after step 0 that improves val loss, or on Ctrl-C)")
+
+def run_of(ck: Path) -> Path:
+  """The run dir a checkpoint dir belongs to (a checkpoint dir given on its own is its own)."""
+  return ck.parent if ck.name in (CKPT, CKPT + ".prev", GOOD) else ck
 
 def resolve_checkpoint(path: str) -> Path:
   """The checkpoint dir for `sample --checkpoint`: a run dir, a checkpoint dir or a file in one, or a run name under
@@ -67,7 +73,7 @@ def training_lock(rdir: Path):
   stale lock never blocks. Creating the file is also the first write to the run dir: an unwritable one fails here."""
   path = rdir / LOCK
   try:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
   except OSError as e: raise write_error(path, e, "--out_dir must be a writable directory") from None
   try:
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,8 +91,8 @@ def read_pid(fd: int) -> str: return os.pread(fd, 32, 0).decode(errors="replace"
 
 def training_pid(rdir: Path) -> str | None:
   """The pid of the `train` running in rdir, None if none is."""
-  try: fd = os.open(rdir / LOCK, os.O_RDONLY)
-  except OSError: return None  # never trained here, or unreadable: no lock to find
+  try: fd = os.open(rdir / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+  except OSError: return None  # never trained here, unreadable or a link: no lock to find
   try:
     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     return None
@@ -103,11 +109,12 @@ def model_weights(model) -> dict[str, np.ndarray]:
   """The model's weights by llama2.c's names, in logical shapes, as numpy (what model.safetensors holds)."""
   return {n: unpadded(model.weights[n], s) for n, s in model.shapes.items()}
 
-def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[str, np.ndarray], meta: dict) -> None:
+def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[str, np.ndarray], meta: dict,
+                    keep_old: bool = False) -> None:
   """Write rdir/ckpt atomically: a complete new directory is renamed into place; the old one is kept as ckpt.prev
-  until the rename is done, so a crash at any point leaves one complete checkpoint (find_checkpoint looks at both).
-  A write error (disk full, read-only, permission) is a UserError naming the file and the cause: the previous
-  checkpoint is left as it was and no ckpt.tmp stays behind."""
+  until the rename is done, so a crash at any point leaves one complete checkpoint (find_checkpoint looks at both),
+  and then removed, or with `keep_old` kept as ckpt.good. A write error (disk full, read-only, permission) is a
+  UserError naming the file and the cause: the previous checkpoint is left as it was and no ckpt.tmp stays behind."""
   from safetensors.numpy import save
   dense = lambda arrays: save({n: np.ascontiguousarray(a) for n, a in arrays.items()})
   files = {"model.safetensors": dense(weights), "optimizer.safetensors": dense(opt_state),
@@ -115,6 +122,8 @@ def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[
   tmp, cur, prev = rdir / (CKPT + ".tmp"), rdir / CKPT, rdir / (CKPT + ".prev")
   path = tmp
   try:
+    for p in (tmp, prev):  # a link planted under either name is removed, never followed
+      if p.is_symlink(): p.unlink()
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, data in files.items(): write_file(path := tmp / name, data)
@@ -130,7 +139,14 @@ def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[
     if prev.exists() and not cur.exists():
       with contextlib.suppress(OSError): os.replace(prev, cur)
     raise write_error(path, e, "checkpoint not saved; the previous one, if any, is kept") from None
-  shutil.rmtree(prev, ignore_errors=True)
+  if keep_old and prev.exists(): replace_dir(prev, rdir / GOOD)
+  else: shutil.rmtree(prev, ignore_errors=True)
+
+def replace_dir(src: Path, dst: Path) -> None:
+  """Rename directory `src` to `dst`, replacing what `dst` was."""
+  if dst.is_symlink(): dst.unlink()
+  shutil.rmtree(dst, ignore_errors=True)
+  os.replace(src, dst)
 
 def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
   """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir. The fields every reader

@@ -21,14 +21,14 @@ def unembedding_weights(model) -> dict[str, np.ndarray]:
 
 def export_model(run: str, fmt: str, out: str) -> list[Path]:
   """Write the model of RUN (a run dir, checkpoint dir or run name) and its tokenizer in format `fmt` into dir `out`."""
-  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.checkpoint import resolve_checkpoint, run_of
   from tinystory.sample import load_model
   from tinystory.tokenizer import load_tokenizer
   if fmt not in FORMATS: raise UserError(f"--format {fmt!r} is unknown: expected one of {', '.join(FORMATS)}")
   if not run: raise UserError("give the run to export (a run dir such as runs/out)")
   ck = resolve_checkpoint(run)
   model, _ = load_model(ck)
-  tok_path = (ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck) / "tokenizer.tok"
+  tok_path = run_of(ck) / "tokenizer.tok"
   if not tok_path.is_file(): raise UserError(f"no tokenizer saved with the run (expected {tok_path})")
   tok = load_tokenizer(tok_path)
   out_dir = Path(out)
@@ -39,14 +39,12 @@ def export_model(run: str, fmt: str, out: str) -> list[Path]:
   else:
     from tinystory.hf import tokenizer_json
     tokenizer_json(tok)  # refuses a tokenizer.bin before anything is written
-  weights = unembedding_weights(model)
-  try: out_dir.mkdir(parents=True, exist_ok=True)
-  except OSError as e: raise UserError(f"cannot create --out {out}: {e.strerror}") from None
-  if fmt == "hf":
-    from tinystory.hf import write_hf
-    return write_hf(weights, model.args, tok, out_dir)
+  from tinystory.files import write_dir
+  from tinystory.hf import write_hf
   from tinystory.llama2c import write_llama2c
-  return write_llama2c(weights, model.args, tok, out_dir, FORMATS[fmt])
+  weights = unembedding_weights(model)
+  return write_dir(out_dir, "--out", lambda d: write_hf(weights, model.args, tok, d) if fmt == "hf" else
+                   write_llama2c(weights, model.args, tok, d, FORMATS[fmt]))
 
 def is_model_file(path: str) -> bool:
   """Whether `path` names a model file load_model_file reads (a .bin file, or a directory with config.json and

@@ -4,7 +4,7 @@ The console gets each message as is; a run adds its `train.log` with `log_to_fil
 the user saw (export-log copies lines from it verbatim).
 """
 import contextlib, logging, os, sys
-from tinystory import write_error
+from tinystory import open_append, open_nofollow, write_error
 
 logger = logging.getLogger("tinystory")
 logger.setLevel(logging.INFO)
@@ -33,6 +33,8 @@ class _ConsoleHandler(logging.StreamHandler):
 class _FlushingFileHandler(logging.FileHandler):
   """Each message written through at once; a write error (disk full, read-only) is a UserError naming the file, which
   ends the command with one line, instead of logging's traceback on stderr and a run that goes on unrecorded."""
+  def _open(self): return open_append(self.baseFilename)  # never through a link planted in the run dir
+
   def emit(self, record):
     try:
       if self.stream is None: self.stream = self._open()
@@ -72,7 +74,7 @@ def drop_torn_line(path) -> None:
   """Cut a file of lines after its last newline: a process killed mid-write leaves part of a line, which the next
   appended line would run into."""
   try:
-    with open(path, "rb+") as f:
+    with os.fdopen(open_nofollow(path, os.O_RDWR), "rb+") as f:
       size = f.seek(0, os.SEEK_END)
       f.seek(max(0, size - (1 << 16)))
       if (tail := f.read()) and not tail.endswith(b"\n"): f.truncate(size - len(tail) + tail.rfind(b"\n") + 1)

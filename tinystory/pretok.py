@@ -1,8 +1,9 @@
 """Pretokenized shards, llama2.c style, and the batches served from them.
 
 `prepare` encodes every story with BOS in front (no EOS), concatenates the ids into uint16 files DIR/shard_0000.bin,
-... and writes DIR/meta.json last; all of it in a sibling DIR.prepare-tmp first, moved into DIR only when complete, so
-a failed prepare leaves DIR as it was. Shard 0 is the validation split: the first `val_fraction` of the stories (at
+... and DIR/meta.json; all of it in this process's own sibling DIR.prepare-tmp.<pid> first, swapped in atomically
+when complete (files.install_dir), so a failed or killed prepare leaves DIR as it was, and DIR is locked meanwhile:
+a second prepare into it waits, one into shards a `train` reads is refused. Shard 0 is the validation split: the first `val_fraction` of the stories (at
 least one; default 2%, as llama2.c holds out the first of the hub's 50 shards); the others are train, a new one begun
 once a shard reaches `shard_tokens`, always at a story boundary. Re-running with the same sources (by content),
 tokenizer and options reuses the shards. BPE encoding runs on every core; char encoding, a table lookup, in this process.
@@ -11,11 +12,12 @@ tokenizer and options reuses the shards. BPE encoding runs on every core; char e
 shard is cut into windows of max_seq_len+1 tokens starting at multiples of max_seq_len (the last partial one
 dropped), shuffled, and batch_size consecutive windows make one (x, y) batch, y being x shifted by one token.
 """
-import collections, json, multiprocessing, os, random, re, shutil
+import collections, contextlib, json, multiprocessing, os, random, re, shutil
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import UserError, create_dirs, remove_created, write_atomic
+from tinystory import UserError, create_dirs, remove_created, temp_name, write_atomic
+from tinystory.files import install_dir, lock_for_writing, reading as read_lock, recover_output
 from tinystory.data import ENCODING_ERRORS, describe_sources, expand_sources, iter_stories
 from tinystory.log import log
 
@@ -76,24 +78,19 @@ def _encoded(chunks: Iterator[list[str]], tokenizer_path: Path, workers: int) ->
     while pending: yield pending.popleft().get()
 
 class _ShardWriter:
-  """Appends encoded stories to shard files, each written to a .tmp and renamed into place when complete."""
+  """Appends encoded stories to shard files in a (temp) directory."""
   def __init__(self, out: Path, shard_tokens: int):
     self.out, self.shard_tokens, self.shards, self.f = out, shard_tokens, [], None
 
   def _open(self) -> None:
     self.shards.append({"file": _shard_name(len(self.shards)), "tokens": 0, "stories": 0})
-    self.f = open(self.out / (self.shards[-1]["file"] + ".tmp"), "wb")
+    self.f = open(self.out / self.shards[-1]["file"], "wb")
 
   def close(self) -> None:
     if self.f is None: return
+    self.f.flush()
+    os.fsync(self.f.fileno())
     self.f.close()
-    os.replace(self.f.name, self.out / self.shards[-1]["file"])
-    self.f = None
-
-  def abort(self) -> None:
-    if self.f is None: return
-    self.f.close()
-    os.unlink(self.f.name)
     self.f = None
 
   def add(self, ids: np.ndarray, lengths: np.ndarray, val: bool) -> None:
@@ -135,54 +132,55 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
   meta = {"format": FORMAT, "sources": describe_sources(sources), "tokenizer_path": str(Path(tokenizer_path).resolve()),
           "tokenizer_sha256": tok.sha256, "vocab_size": tok.vocab_size, "bos_id": tok.bos_id,
           "val_fraction": val_fraction, "shard_tokens": shard_tokens, "encoding_errors": errors}
-  try: old = load_meta(out) if (out / "meta.json").is_file() else None
-  except UserError: old = None  # damaged: rebuild
-  if old is not None and _inputs(old) == _inputs(meta):
+  def reusable() -> dict | None:
+    try: old = load_meta(out) if (out / "meta.json").is_file() else None
+    except UserError: return None  # damaged: rebuild
+    return old if old is not None and _inputs(old) == _inputs(meta) else None
+  created, out_was = create_dirs(out.absolute().parent, "--out"), out.exists()
+  recover_output(out, "prepare")
+  lock = lock_for_writing(out, "--out", "a `train`", lambda: reusable() is None,
+                          lambda: log(f"waiting for another data prepare writing {out} to finish ..."))
+  if lock is None:
     log(f"{out} already holds these shards (same sources, tokenizer and options): reusing them")
-    return old
-  total = sum(1 for _ in iter_stories(sources, errors))  # a first pass, to size the val split
-  if total < 2: raise UserError(f"data {' '.join(map(str, sources))}: {total} stories, need at least 2 (1 val + 1 train)")
-  n_val = min(total - 1, max(1, round(val_fraction * total)))
-  if workers is None:  # char encoding is one numpy lookup, cheaper than shipping the text to a worker (measured)
-    workers = (os.cpu_count() or 1) if tok.kind == "bpe" and total > 4 * CHUNK_STORIES else 1
-  # built in a sibling directory and moved into `out` only when complete: a failure leaves `out` as it was
-  tmp = out.absolute().parent / (out.absolute().name + ".prepare-tmp")
-  created = create_dirs(tmp.parent, "--out")
-  writer, done = _ShardWriter(tmp, shard_tokens), 0
+    return reusable()
+  tmp, writer = temp_name(out, "prepare"), None
   try:
-    shutil.rmtree(tmp, ignore_errors=True)  # a killed build's
+    total = sum(1 for _ in iter_stories(sources, errors))  # a first pass, to size the val split
+    if total < 2: raise UserError(f"data {' '.join(map(str, sources))}: {total} stories, need at least 2 (1 val + 1 train)")
+    n_val = min(total - 1, max(1, round(val_fraction * total)))
+    if workers is None:  # char encoding is one numpy lookup, cheaper than shipping the text to a worker (measured)
+      workers = (os.cpu_count() or 1) if tok.kind == "bpe" and total > 4 * CHUNK_STORIES else 1
+    # built whole in this process's own sibling directory, then swapped in: `out` is always the old or the new output
+    shutil.rmtree(tmp, ignore_errors=True)  # a killed process's of the same pid
     tmp.mkdir()
+    writer, done = _ShardWriter(tmp, shard_tokens), 0
     for ids, lengths in _encoded(_chunks(iter_stories(sources, errors), n_val), tokenizer_path, workers):
       writer.add(ids, lengths, val=done < n_val)
       done += len(lengths)
       if progress: progress(done, total)
     writer.close()
     meta.update(stories=total, tokens=sum(s["tokens"] for s in writer.shards), shards=writer.shards)
-    _write_json(tmp / "meta.json", meta)
-    _install(tmp, out, [s["file"] for s in writer.shards])
+    _write_json(tmp / "meta.json", meta)  # fsyncs tmp too
+    install_dir(tmp, out, lambda name: name == "meta.json" or name.startswith(("shard_", "meta.json.")))
   except BaseException as e:
-    writer.abort()
+    if writer and writer.f: writer.f.close()
     shutil.rmtree(tmp, ignore_errors=True)
+    if not out_was:  # the empty directory the lock made (another writer's complete output is not empty)
+      with contextlib.suppress(OSError): out.rmdir()
     remove_created(created)
     if isinstance(e, OSError):
       raise UserError(f"data prepare into {out} failed: {e.filename + ': ' if e.filename else ''}{e.strerror or e}") from None
     raise
+  finally: os.close(lock)
   val = writer.shards[0]
   log(f"{out}: {total:,} stories, {meta['tokens']:,} tokens in {len(writer.shards)} shards; "
       f"val = {val['file']} ({val['stories']:,} stories, {val['tokens']:,} tokens)")
   return meta
 
-def _install(tmp: Path, out: Path, files: list[str]) -> None:
-  """Move a complete build into `out`: renamed whole if `out` is new; else meta.json goes first (until the new one
-  lands the directory reads as not prepared), the shards replace the old ones, stale shards go, meta.json lands last.
-  Other files in `out` stay."""
-  if not out.exists(): return os.replace(tmp, out)
-  (out / "meta.json").unlink(missing_ok=True)
-  for f in files: os.replace(tmp / f, out / f)
-  for stale in out.glob("shard_*.bin*"):  # from an earlier, larger build, or temp files of a killed one
-    if stale.name not in files: stale.unlink()
-  os.replace(tmp / "meta.json", out / "meta.json")
-  tmp.rmdir()
+def reading(shard_dir):
+  """A shared lock on a shard directory for as long as a run reads it (a context manager): a `data prepare` into it
+  is refused meanwhile, and shards being prepared are refused here."""
+  return read_lock(Path(shard_dir), "data prepare")
 
 def load_meta(shard_dir) -> dict:
   """The meta.json of a prepared directory, its shard files checked to exist with the sizes it says."""
@@ -242,6 +240,14 @@ def split_windows(shard_dir, meta: dict, split: str, max_seq_len: int) -> tuple[
                     f"{max_seq_len + 1} (a shard needs at least 2*max_seq_len = {2 * max_seq_len}); prepare more "
                     f"data{' or a larger --val-fraction' if split == 'val' else ''}, or use a smaller max_seq_len")
   return shards, windows
+
+def unigram_loss(shard_dir, split: str) -> float:
+  """The split's unigram entropy in nats per token: the loss of a model that predicts each token by its frequency
+  alone, which any trained model beats."""
+  counts = sum(np.bincount(np.memmap(Path(shard_dir) / s["file"], np.uint16, "r"), minlength=1 << 16)
+               for s in split_shards(load_meta(shard_dir), split) if s["tokens"])
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())
 
 class PretokDataset:
   """Endless (x, y) int64 batches of shape (batch_size, max_seq_len) from the `split` (see split_shards) of a prepared

@@ -176,13 +176,13 @@ def load_for_inference(checkpoint: str, tokenizer: str = ""):
   """(model, tokenizer, where it came from) for sample and eval: `checkpoint` is a llama2.c .bin or an exported Hugging
   Face directory (exchange.load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
   tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
-  from tinystory.checkpoint import resolve_checkpoint
+  from tinystory.checkpoint import resolve_checkpoint, run_of
   from tinystory.exchange import is_model_file, load_model_file
   from tinystory.tokenizer import load_tokenizer
   if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
   ck = resolve_checkpoint(checkpoint)
   model, meta = load_model(ck)
-  run_dir = ck.parent if ck.name in ("ckpt", "ckpt.prev") else ck
+  run_dir = run_of(ck)
   tok_path = Path(tokenizer) if tokenizer else run_dir / "tokenizer.tok"
   if not tokenizer and not tok_path.is_file():
     raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")

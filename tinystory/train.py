@@ -8,9 +8,10 @@ import contextlib, dataclasses, json, math, os, platform, shlex, shutil, signal,
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError, write_atomic, write_error
-from tinystory.checkpoint import (CKPT, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
-                                  save_checkpoint, training_lock, unpadded)
+from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive, open_append, option, remove_created, UserError,
+                       write_atomic, write_error)
+from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
+                                  replace_dir, save_checkpoint, training_lock, unpadded)
 from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
 from tinystory.recipe import describe as describe_recipe
@@ -349,17 +350,17 @@ class Resume:
   weights: dict[str, np.ndarray]
   opt: dict[str, np.ndarray]
   options: dict                   # the options the checkpoint was trained with
-  restored_prev: bool             # ckpt.prev was all there was, and was renamed back to ckpt
+  restored: Path | None           # ckpt.prev (or ckpt.good) was all there was, and was renamed back to ckpt
 
 def load_resume(rdir: Path) -> Resume:
   """The checkpoint to resume and the options it was trained with, every field the trainer reads checked (one-line
   errors). A checkpoint left only as ckpt.prev (a save that died between its two renames) becomes ckpt again."""
   from tinystory.model import param_shapes
-  ck, restored = find_checkpoint(rdir), False
+  ck, restored = find_checkpoint(rdir), None
   if ck.name != CKPT and ck.parent == rdir:
     try: os.replace(ck, rdir / CKPT)
     except OSError as e: raise UserError(f"cannot restore {ck} as {rdir / CKPT}: {e.strerror or e}") from None
-    ck, restored = rdir / CKPT, True
+    ck, restored = rdir / CKPT, ck
   meta, weights, opt = load_checkpoint(ck)
   args = model_args_of(ck, meta, weights)
   for key, kind in (("opt_step", int), ("shard_dir", str), ("data_state", dict), ("rng_state", dict)):
@@ -434,7 +435,22 @@ def check_diverged(run_config: dict, meta: dict, changes: list, cfg: TrainConfig
                   f"change an option, e.g. {divergence_advice(cfg)}")
 
 def divergence_advice(cfg: TrainConfig) -> str:
-  return f"a lower --learning_rate (now {cfg.learning_rate:g})" + ("" if cfg.grad_clip else " or --grad_clip=1.0")
+  return (f"a lower --learning_rate (now {cfg.learning_rate:g}; e.g. --learning_rate={cfg.learning_rate / 10:g})" +
+          ("" if cfg.grad_clip else " or --grad_clip=1.0"))
+
+def checkpoint_record(ck: Path) -> dict | None:
+  """{"iter", "val_loss", "dir"} of a checkpoint kept as ckpt.good, from its ckpt.json; None if there is none."""
+  try: meta = json.loads((ck / "ckpt.json").read_text(encoding="utf-8"))
+  except (OSError, ValueError): return None
+  rec = {"iter": meta.get("iter_num"), "val_loss": meta.get("val_loss"), "dir": ck.name} if isinstance(meta, dict) else {}
+  return rec if all(isinstance(rec.get(k), (int, float)) and not isinstance(rec.get(k), bool) for k in ("iter", "val_loss")) else None
+
+def looks_trained(val_loss: float, lowest_val_loss: float, unigram_loss: float) -> bool:
+  """Whether a checkpoint saved at an eval of `val_loss` is one to go back to when the run diverges later: better than
+  the tokens' own frequencies predict (the val data's unigram entropy) and within 1 nat of the run's lowest val loss.
+  A diverging run's last finite checkpoints are typically neither: weights of ~1e8 that predict a nearly uniform
+  distribution, or a loss far above the run's best."""
+  return val_loss < unigram_loss and val_loss <= lowest_val_loss + 1.0
 
 # *** the command ***
 
@@ -453,9 +469,9 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
   created = create_dirs(rdir, "--out_dir")
   pending, handlers = log_to_pending(), []
   try:
-    with training_lock(rdir), Interrupted() as interrupted:
+    with training_lock(rdir), Interrupted() as interrupted, contextlib.ExitStack() as held:
       return _train(cfg, rdir, overrides, recipe, [*from_recipe, *overrides], sys.argv[1:] if argv is None else argv, interrupted,
-                    start_log=lambda: handlers.append(log_to_file(rdir / "train.log", pending)))
+                    start_log=lambda: handlers.append(log_to_file(rdir / "train.log", pending)), hold=held.enter_context)
   except BaseException:
     if not (rdir / "config.json").exists(): remove_created(created)
     raise
@@ -473,7 +489,7 @@ def check_scratch(rdir: Path, cfg: TrainConfig) -> None:
 def clear_run(rdir: Path) -> None:
   """--overwrite=True: the previous run's files go, once the new run has passed every check."""
   try:
-    for name in (CKPT, CKPT + ".prev", CKPT + ".tmp"): shutil.rmtree(rdir / name, ignore_errors=True)
+    for name in (CKPT, CKPT + ".prev", CKPT + ".tmp", GOOD, CKPT + ".diverged"): shutil.rmtree(rdir / name, ignore_errors=True)
     for name in RUN_FILES: (rdir / name).unlink(missing_ok=True)
   except OSError as e: raise UserError(f"--overwrite: cannot delete the previous run in {rdir}: {e.strerror or e}") from None
   log(f"--overwrite=True: deleted the previous run in {rdir}")
@@ -502,7 +518,7 @@ def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
               multiple_of=cfg.multiple_of, max_seq_len=cfg.max_seq_len, dropout=cfg.dropout, ffn_bias=cfg.ffn_bias,
               unembedding=cfg.unembedding)
 
-def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interrupted: Interrupted, start_log) -> dict:
+def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interrupted: Interrupted, start_log, hold) -> dict:
   from tinystory.model import ModelArgs, Transformer, uses_pinv
   from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
   from tinystory.pinv import check_full_rank
@@ -543,8 +559,9 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
       src, _ = load_model_file(cfg.init_from, tok_path)
       model_args = {**dataclasses.asdict(src.args), "dropout": cfg.dropout, "max_seq_len": cfg.max_seq_len}
       init_weights = model_weights(src)
+  hold(pretok.reading(shard_dir))  # for the whole run: a data prepare into it is refused meanwhile
   tok_bytes, data_meta = tok.to_bytes(), pretok.load_meta(shard_dir)
-  val_dir = resolve_val_data(cfg.val_data, tok_path)
+  if val_dir := resolve_val_data(cfg.val_data, tok_path): hold(pretok.reading(val_dir))
   if val_dir: log(f"val loss on --val_data {cfg.val_data}: all of {val_dir}")
   if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
   # the val split is first read at the first eval, after a train-split eval: too short is an error now, not then
@@ -556,7 +573,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   # the model, in llama2.c's order of messages (its weights are numpy-initialised: nothing is compiled yet)
   if resume:
     log(f"Resuming training from {cfg.out_dir}")
-    if resume.restored_prev: log(f"restored {rdir / CKPT} from {rdir / (CKPT + '.prev')} (a save was cut short)")
+    if resume.restored: log(f"restored {rdir / CKPT} from {resume.restored} (a save was cut short)")
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
   else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}" +
             "".join(f", its {k} {v}" for k, v in from_model.items()))
@@ -602,7 +619,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
 
   metrics_path = rdir / "metrics.jsonl"
   drop_torn_line(metrics_path)  # a killed run's half-written record
-  try: metrics = open(metrics_path, "a", encoding="utf-8")  # open once: record() runs every iteration
+  try:  # opened once (record() runs every iteration), never through a link planted in the run dir
+    metrics = open_append(metrics_path)
   except OSError as e: raise write_error(metrics_path, e) from None
   def record(**kw):
     try:
@@ -612,25 +630,49 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
       with contextlib.suppress(OSError): metrics.close()  # the unwritten record is dropped, not retried at exit
       raise write_error(metrics_path, e) from None
 
-  saved = (iter_num, rdir / CKPT) if resume else None  # the last good checkpoint: (step, where)
+  # the checkpoints a divergence can send the user back to: the last saved, and the last that looked trained
+  saved = good = None  # {"iter", "val_loss", "dir"}
+  if resume:
+    saved = {"iter": iter_num, "val_loss": resume.meta.get("val_loss", best_val_loss), "dir": CKPT}
+    good = saved if resume.meta.get("looks_trained", True) else checkpoint_record(rdir / GOOD)
+  lowest_val = resume.meta.get("lowest_val_loss", best_val_loss) if resume else math.inf
+  unigram = pretok.unigram_loss(val_dir, "all") if val_dir else pretok.unigram_loss(shard_dir, "val")
+  losses = {"val": saved["val_loss"] if saved else math.inf}  # the last eval's, which a Ctrl-C save is judged by
   def checkpoint():
-    nonlocal saved
+    nonlocal saved, good
     weights, opt = model_weights(model), steps.optimizer_state()
     if bad := next((n for n, a in {**weights, **opt}.items() if not np.isfinite(a).all()), None):
       diverge(f"{bad} is not finite", iter_num - 1)  # never saved over a good checkpoint
+    trained = looks_trained(losses["val"], lowest_val, unigram)
     log(f"saving checkpoint to {cfg.out_dir}")
     save_checkpoint(rdir, weights, opt, {
       "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt_step,
       "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
-      "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions()})
-    saved = (iter_num, rdir / CKPT)
+      "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions(),
+      "val_loss": losses["val"], "lowest_val_loss": lowest_val, "looks_trained": trained},
+      keep_old=not trained and good is saved and good is not None)  # the last good one becomes ckpt.good
+    if trained: shutil.rmtree(rdir / GOOD, ignore_errors=True)
+    elif good is saved and good is not None: good = {**good, "dir": GOOD}
+    saved = {"iter": iter_num, "val_loss": losses["val"], "dir": CKPT}
+    if trained: good = saved
 
   def diverge(what: str, step: int):
-    """Stop a run whose loss or weights are no longer finite, recorded in config.json for a later resume."""
+    """Stop a run whose loss or weights are no longer finite, recorded in config.json for a later resume, with the
+    last checkpoint that looked trained (looks_trained) in ckpt/ to continue from."""
     run_config["diverged"] = {"iter": step, "what": what}
     write_atomic(config_path, json.dumps(run_config, indent=1))
-    where = (f"the last good checkpoint, step {saved[0]}, is in {saved[1]}: continue it with --init_from=resume and" if saved
-             else "no checkpoint was saved: start again with")
+    if good and good["dir"] == GOOD:  # always_save_checkpoint saved untrained-looking ones over it: it goes back
+      replace_dir(rdir / CKPT, rdir / (CKPT + ".diverged"))
+      os.replace(rdir / GOOD, rdir / CKPT)
+      log(f"put the checkpoint of step {good['iter']} back in {rdir / CKPT}; the later one, of step {saved['iter']} "
+          f"(val loss {saved['val_loss']:.4f}), is now {rdir / (CKPT + '.diverged')}")
+    if good:
+      where = (f"the last checkpoint that looked trained, step {good['iter']} (val loss {good['val_loss']:.4f}), is in "
+               f"{rdir / CKPT}: continue it with --init_from=resume and")
+    elif saved:
+      where = (f"no checkpoint looks trained (the last, step {saved['iter']}, has val loss {saved['val_loss']:.4f}, no "
+               f"better than the tokens' frequencies alone predict, {unigram:.4f}): start again with --overwrite=True and")
+    else: where = "no checkpoint was saved: start again with"
     raise UserError(f"{what} at step {step}: training stopped; {where} {divergence_advice(cfg)}")
 
   peak = cfg.peak_flops or (3e11 if on_cpu else 312e12)
@@ -641,6 +683,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     lr = get_lr(iter_num, cfg)
     if iter_num % cfg.eval_interval == 0:
       losses = estimate_loss()
+      lowest_val = min(lowest_val, losses["val"])
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
       if not all(map(math.isfinite, losses.values())): diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
