@@ -148,21 +148,25 @@ def replace_dir(src: Path, dst: Path) -> None:
   shutil.rmtree(dst, ignore_errors=True)
   os.replace(src, dst)
 
-def load_checkpoint(path: Path) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
+def load_checkpoint(path: Path, optimizer: bool = True) -> tuple[dict, dict[str, np.ndarray], dict[str, np.ndarray]]:
   """(ckpt.json, model weights, optimizer state) as numpy, from a run dir or a checkpoint dir. The fields every reader
-  uses are checked here (model_args, iter_num, best_val_loss), and that the weights are finite."""
+  uses are checked here (model_args, iter_num, best_val_loss), and that the weights are finite. optimizer=False skips
+  optimizer.safetensors ({} for it): only a resumed run needs the moments, so a damaged one never blocks sample, eval
+  or export-model."""
   from safetensors import SafetensorError
   from safetensors.numpy import load
   for attempt in range(2):
     ck = find_checkpoint(path)
+    f = ck / "ckpt.json"
     try:
-      meta = json.loads((ck / "ckpt.json").read_text())
-      weights, opt = (load((ck / f).read_bytes()) if (ck / f).is_file() else {} for f in ("model.safetensors", "optimizer.safetensors"))
+      meta = json.loads(f.read_text())
+      weights, opt = (load((f := ck / n).read_bytes()) if read and (ck / n).is_file() else {}
+                      for n, read in (("model.safetensors", True), ("optimizer.safetensors", optimizer)))
       break
     except FileNotFoundError:  # a trainer's save renamed ckpt to ckpt.prev meanwhile: look again, once
       if attempt: raise UserError(f"checkpoint {ck} vanished while being read (is a trainer saving into it?)") from None
     except (OSError, ValueError, SafetensorError) as e:
-      raise UserError(f"checkpoint {ck} is unreadable or corrupt: {e}") from None
+      raise UserError(f"checkpoint {f} is unreadable or corrupt: {e}") from None
   if not isinstance(meta, dict): raise UserError(f"checkpoint {ck / 'ckpt.json'} is not a JSON object")
   for k in ("model_args", "iter_num", "best_val_loss"):
     if k not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {k!r}")
@@ -182,9 +186,13 @@ def check_field(meta: dict, key: str, kind: type, ck: Path, ok=lambda v: True) -
 
 def model_args_of(ck: Path, meta: dict, weights: dict[str, np.ndarray]):
   """The checkpoint's ModelArgs, checked against its weights' names and shapes."""
+  from dataclasses import fields
   from tinystory.model import ModelArgs, param_shapes
+  known = [f.name for f in fields(ModelArgs)]
+  if unknown := [k for k in meta["model_args"] if k not in known]:
+    raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args has an unknown field {unknown[0]!r} (expected {', '.join(known)})")
   try: args = ModelArgs(**meta["model_args"])
-  except (TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'} has bad model_args: {e}") from None
+  except (UserError, TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args {e}") from None
   # checked before building the model: model_args that lack a field get llama2.c's 7B defaults
   shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
   if shapes != param_shapes(args, args.vocab_size, args.hidden_size):

@@ -97,11 +97,12 @@ def load_model_file(path, tokenizer_path=None):
   if "output.weight" in weights and np.array_equal(weights["output.weight"], weights["tok_embeddings.weight"]):
     del weights["output.weight"]
   args["unembedding"] = "untied" if "output.weight" in weights else "tied"
+  # a directory's problems are named by its file: the shape by config.json, the weights by model.safetensors
   try: model_args = ModelArgs(**args)
-  except UserError as e: raise UserError(f"{path}: {e}") from None
+  except UserError as e: raise UserError(f"{p / 'config.json' if p.is_dir() else path}: {e}") from None
   model = Transformer(model_args)
   try: model.load_state_dict(weights)
-  except UserError as e: raise UserError(f"{path}: {e}") from None
+  except UserError as e: raise UserError(f"{p / 'model.safetensors' if p.is_dir() else path}: {e}") from None
   tok = load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
   if p.is_dir():  # the pair as far as it can be checked: the specials' ids in config.json (docs/exchange.md)
     import json

@@ -169,6 +169,20 @@ def read_hf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     raise UserError(f"{path} has no model.safetensors (only single-file safetensors weights are read, never pickles)")
   def need(ok, what):
     if not ok: raise UserError(f"{path / 'config.json'}: {what} is not supported by this project's model")
+  if not isinstance(cfg, dict): raise UserError(f"{path / 'config.json'} is not a JSON object: not a Hugging Face model config")
+  # each field's type first, naming it: a null or a string would otherwise meet arithmetic as Python's raw TypeError
+  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1
+  for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size",
+            "intermediate_size", "max_position_embeddings"):
+    if k not in cfg and k != "num_key_value_heads": raise UserError(f"{path / 'config.json'} lacks {k!r}")
+    if not (is_int(v := cfg.get(k)) or v is None and k == "num_key_value_heads"):
+      raise UserError(f"{path / 'config.json'}: {k} is {json.dumps(v)[:40]}, expected a positive integer")
+  if not (isinstance(v := cfg.get("rms_norm_eps", 1e-6), (int, float)) and not isinstance(v, bool) and v > 0):
+    raise UserError(f"{path / 'config.json'}: rms_norm_eps is {json.dumps(v)[:40]}, expected a positive number")
+  for k, kind, name in (("rope_parameters", dict, "an object"), ("mlp_bias", bool, "true or false"),
+                        ("tie_word_embeddings", bool, "true or false"), ("attention_bias", bool, "true or false")):
+    if not isinstance(v := cfg.get(k), (kind, type(None))):
+      raise UserError(f"{path / 'config.json'}: {k} is {json.dumps(v)[:40]}, expected {name}")
   try:
     need(cfg.get("model_type") == "llama", f"model_type {cfg.get('model_type')!r}")
     need(cfg.get("hidden_act", "silu") == "silu", f"hidden_act {cfg.get('hidden_act')!r}")

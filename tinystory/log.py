@@ -4,7 +4,7 @@ The console gets each message as is; a run adds its `train.log` with `log_to_fil
 the user saw (export-log copies lines from it verbatim).
 """
 import contextlib, logging, os, sys
-from tinystory import open_append, open_nofollow, write_error
+from tinystory import UserError, open_append, open_nofollow, write_error
 
 logger = logging.getLogger("tinystory")
 logger.setLevel(logging.INFO)
@@ -65,6 +65,11 @@ def log_to_file(path, pending: logging.Handler | None = None) -> logging.Handler
     for record in pending.records: h.emit(record)
   logger.addHandler(h)
   return h
+
+def log_only_to(handler: logging.Handler, msg: str) -> None:
+  """Write `msg` through one handler only: a run's train.log gets the `Error: ...` line that the CLI prints on the
+  console itself. A failed write is dropped, never retried: it may be the very error being recorded (a full disk)."""
+  with contextlib.suppress(UserError, OSError): handler.emit(logging.makeLogRecord({"msg": msg}))
 
 def stop_logging_to(handler: logging.Handler) -> None:
   logger.removeHandler(handler)

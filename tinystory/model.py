@@ -77,8 +77,10 @@ def validate(a: ModelArgs) -> None:
   if a.head_dim % 2:
     raise UserError(f"head dim dim/n_heads = {a.dim}/{a.n_heads} = {a.head_dim} is odd: rotary embeddings need it even")
   if a.vocab_size > MAX_VOCAB: raise UserError(f"vocab_size={a.vocab_size} is over {MAX_VOCAB:,} (tokens are uint16)")
-  if not a.norm_eps > 0: raise UserError(f"norm_eps={a.norm_eps!r}: expected a positive number")
-  if not 0 <= a.dropout < 1: raise UserError(f"dropout={a.dropout!r}: expected a number in [0, 1)")
+  # a type first: a JSON null or string compared with a number would be Python's raw TypeError, not one line
+  num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+  if not (num(a.norm_eps) and a.norm_eps > 0): raise UserError(f"norm_eps={a.norm_eps!r}: expected a positive number")
+  if not (num(a.dropout) and 0 <= a.dropout < 1): raise UserError(f"dropout={a.dropout!r}: expected a number in [0, 1)")
   if not isinstance(a.ffn_bias, bool): raise UserError(f"ffn_bias={a.ffn_bias!r}: expected True or False")
   if a.unembedding not in UNEMBEDDINGS:
     raise UserError(f"unembedding={a.unembedding!r} is unknown: expected one of {', '.join(map(repr, UNEMBEDDINGS))}")

@@ -219,6 +219,19 @@ def check_tokenizer_matches(meta: dict, tok) -> None:
                     f"({meta['tokenizer_path']}, sha256 {meta['tokenizer_sha256'][:16]}); use that tokenizer or prepare "
                     f"the data again")
 
+def check_token_ids(shard_dir, meta: dict) -> None:
+  """UserError if a shard holds a token id >= vocab_size (a damaged or foreign file), which the model would read past
+  its embedding table with. Train checks before its run starts: a memory-mapped max of each shard (a few GB/s, cached
+  pages), so such shards leave no run behind; PretokDataset.next_batch checks each batch as well."""
+  for s in meta["shards"]:
+    if not s["tokens"]: continue
+    f = Path(shard_dir) / s["file"]
+    try: top = int(np.memmap(f, dtype=np.uint16, mode="r").max())
+    except OSError as e: raise UserError(f"cannot read {f}: {e.strerror or e}") from None
+    if top >= meta["vocab_size"]:
+      raise UserError(f"{f} holds token id {top}, but vocab_size is {meta['vocab_size']} ({Path(shard_dir) / 'meta.json'}): "
+                      f"the shards are corrupt; run data prepare again")
+
 # ---- batches ----
 
 SPLITS = ("train", "val", "all")

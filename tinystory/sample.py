@@ -167,7 +167,7 @@ def load_model(ck: Path):
   """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
   from tinystory.model import Transformer
   from tinystory.checkpoint import load_checkpoint, model_args_of
-  meta, weights, _ = load_checkpoint(ck)
+  meta, weights, _ = load_checkpoint(ck, optimizer=False)  # inference needs no optimizer state
   model = Transformer(model_args_of(ck, meta, weights))
   model.load_state_dict(weights)
   return model, meta

@@ -15,7 +15,7 @@ from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load
 from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
 from tinystory.recipe import describe as describe_recipe
-from tinystory.log import drop_torn_line, fmt_duration, log, log_to_file, log_to_pending, stop_logging_to
+from tinystory.log import drop_torn_line, fmt_duration, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
 
 @dataclass
 class TrainConfig:
@@ -164,6 +164,9 @@ def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
   if shard_dir := pretok.prepared_dir(sources):
     meta = pretok.load_meta(shard_dir)
     tok_path = Path(cfg.tokenizer) if cfg.tokenizer not in ("char", "bpe") else Path(meta["tokenizer_path"])
+    if cfg.tokenizer in ("char", "bpe") and not tok_path.is_file():  # moved or deleted since: say who named it
+      raise UserError(f"tokenizer {tok_path} (named by {shard_dir / 'meta.json'} as the one the shards were made with) "
+                      f"does not exist: pass --tokenizer")
     pretok.check_tokenizer_matches(meta, check_vocab_size(cfg, tok_path))
     return shard_dir, tok_path
   key = data.sources_key(sources)
@@ -361,7 +364,7 @@ def load_resume(rdir: Path) -> Resume:
     try: os.replace(ck, rdir / CKPT)
     except OSError as e: raise UserError(f"cannot restore {ck} as {rdir / CKPT}: {e.strerror or e}") from None
     ck, restored = rdir / CKPT, ck
-  meta, weights, opt = load_checkpoint(ck)
+  meta, weights, opt = load_checkpoint(ck, optimizer=True)
   args = model_args_of(ck, meta, weights)
   for key, kind in (("opt_step", int), ("shard_dir", str), ("data_state", dict), ("rng_state", dict)):
     if key not in meta: raise UserError(f"checkpoint {ck / 'ckpt.json'} lacks {key!r}: it cannot be resumed (it can be sampled)")
@@ -398,17 +401,29 @@ def saved_options(ck: Path, meta: dict, rdir: Path) -> dict:
 def resumed_config(cfg: TrainConfig, resume: Resume, overrides) -> tuple[TrainConfig, list[tuple[str, object, object]]]:
   """The run's saved options with the ones given on the command line (`overrides`) on top, and the changes as
   (name, saved, given). The shape of the model comes from the checkpoint: RESUME_FIXED options that differ are refused."""
-  given = dict(overrides)
   # the model's shape as the checkpoint has it; max_seq_len as trained (a model file's own may be longer)
   was = {**resume.options, **{k: v for k, v in resume.meta["model_args"].items() if k in RESUME_FIXED and k != "max_seq_len"}}
+  # a path spelled otherwise (dir/ for dir, ./f for f) names the same data: the run's own spelling is kept
+  given = {k: was[k] if k in PATH_OPTIONS and k in was and same_paths(was[k], v) else v for k, v in overrides}
   changes = [(k, was[k], v) for k, v in given.items()
              if k in was and k not in NOT_RESUMED and v != was[k] and not (k == "vocab_size" and v == 0)]
   if fixed := [c for c in changes if c[0] in RESUME_FIXED]:
     raise UserError("--init_from=resume cannot change " + ", ".join(f"--{k}={new} (the run's: {old})" for k, old, new in fixed) +
                     ": they fix the model's shape, its data or its random streams; drop them, or start a new run in another --out_dir")
-  merged = dataclasses.replace(cfg, **{k: v for k, v in was.items() if k not in given and hasattr(cfg, k)})
+  merged = dataclasses.replace(cfg, **{k: v for k, v in was.items() if (k not in given or given[k] == v) and hasattr(cfg, k)})
   validate(merged)
   return merged, changes
+
+PATH_OPTIONS = ("data", "tokenizer", "val_data")
+
+def same_paths(a, b) -> bool:
+  """Whether two values of a comma-separated path option name the same sources: equal once normalised, or resolving
+  to the same files from here."""
+  from tinystory.data import source_list
+  if not (isinstance(a, str) and isinstance(b, str)): return a == b
+  norm = lambda v, f: [("name", s) if s in ("char", "bpe", "synthetic") or s.startswith("synthetic:") else ("path", f(s))
+                       for s in source_list(v)]
+  return a == b or norm(a, os.path.normpath) == norm(b, os.path.normpath) or norm(a, os.path.realpath) == norm(b, os.path.realpath)
 
 def read_run_config(path: Path) -> dict:
   """A resumed run's config.json, which it keeps adding to (its command history, the divergence record): damaged, it
@@ -472,7 +487,10 @@ def train(cfg: TrainConfig, overrides: list[tuple[str, object]] = (), argv: list
     with training_lock(rdir), Interrupted() as interrupted, contextlib.ExitStack() as held:
       return _train(cfg, rdir, overrides, recipe, [*from_recipe, *overrides], sys.argv[1:] if argv is None else argv, interrupted,
                     start_log=lambda: handlers.append(log_to_file(rdir / "train.log", pending)), hold=held.enter_context)
-  except BaseException:
+  except BaseException as e:
+    # the run's log holds everything printed, its last line too: the `Error: ...` line the CLI prints (a full disk
+    # that fails this write as well leaves it on the console only)
+    if isinstance(e, UserError) and handlers: log_only_to(handlers[0], f"Error: {e}")
     if not (rdir / "config.json").exists(): remove_created(created)
     raise
   finally:
@@ -567,6 +585,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   # the val split is first read at the first eval, after a train-split eval: too short is an error now, not then
   if val_dir: pretok.split_windows(val_dir, pretok.load_meta(val_dir), "all", cfg.max_seq_len)
   else: pretok.split_windows(shard_dir, data_meta, "val", cfg.max_seq_len)
+  for d in filter(None, (shard_dir, val_dir)): pretok.check_token_ids(d, pretok.load_meta(d))  # before the run dir is written
   def batches(split: str, state=None, shards=shard_dir):
     return pretok.PretokDataset(shards, split, cfg.batch_size, cfg.max_seq_len, state=state)
 

@@ -20,7 +20,7 @@ def measure(rdir: Path) -> dict:
   number at the first eval (pinv runs log it) and at the end (from the checkpoint), and its sample."""
   cfg, held = read_config(rdir), json.loads((rdir / "heldout.json").read_text())
   evals = last_per_iter(read_metrics(rdir)[1])
-  meta, weights, _ = load_checkpoint(rdir)
+  meta, weights, _ = load_checkpoint(rdir, optimizer=False)
   V = cfg["model_args"]["vocab_size"]
   sample = (rdir / "sample.txt").read_text().strip().split("\n")
   return {"vocab": Path(cfg["options"]["tokenizer"]).stem, "V": V, "unembedding": cfg["options"]["unembedding"],
