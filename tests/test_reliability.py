@@ -103,8 +103,8 @@ FULL_AFTER_FIRST_SAVE = """
 import resource, sys
 import tinystory.train
 real = tinystory.train.save_checkpoint
-def save(rdir, *a):
-  real(rdir, *a)
+def save(rdir, *a, **kw):
+  real(rdir, *a, **kw)
   limit = (rdir / "ckpt" / "model.safetensors").stat().st_size - 1  # the next save's first file does not fit
   resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 tinystory.train.save_checkpoint = save
