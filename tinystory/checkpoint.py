@@ -185,18 +185,17 @@ def check_field(meta: dict, key: str, kind: type, ck: Path, ok=lambda v: True) -
     raise UserError(f"checkpoint {ck / 'ckpt.json'}: {key}={json.dumps(v)[:60]} is not a valid {kind.__name__}")
 
 def model_args_of(ck: Path, meta: dict, weights: dict[str, np.ndarray]):
-  """The checkpoint's ModelArgs, checked against its weights' names and shapes."""
+  """The checkpoint's ModelArgs, checked against its weights' names and shapes and the machine's memory (before the
+  model is built: model_args that lack a field get llama2.c's 7B defaults, a damaged max_seq_len is in no shape)."""
   from dataclasses import fields
-  from tinystory.model import ModelArgs, param_shapes
+  from tinystory.model import ModelArgs, check_file_sizes
   known = [f.name for f in fields(ModelArgs)]
   if unknown := [k for k in meta["model_args"] if k not in known]:
     raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args has an unknown field {unknown[0]!r} (expected {', '.join(known)})")
   try: args = ModelArgs(**meta["model_args"])
   except (UserError, TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args {e}") from None
-  # checked before building the model: model_args that lack a field get llama2.c's 7B defaults
   shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
-  if shapes != param_shapes(args, args.vocab_size, args.hidden_size):
-    raise UserError(f"checkpoint {ck}: the weights do not fit its model_args, {args!r}")
+  check_file_sizes(args, shapes, f"checkpoint {ck}", "its model_args")
   return args
 
 # *** config.json and metrics.jsonl ***

@@ -80,15 +80,16 @@ def load_model_file(path, tokenizer_path=None):
   The model is a project Transformer (ffn_bias and unembedding from the file: 'tied' for a shared classifier, else
   'untied'; the pseudo-inverse of an exported pinv or pinv_scaled model comes back as that untied matrix). Files are only read as
   bytes (no pickle); every problem is a UserError naming the file."""
-  from tinystory.model import ModelArgs, Transformer
+  from tinystory.model import ModelArgs, Transformer, check_file_sizes
   p = Path(path)
   if p.is_dir():
     from tinystory.hf import read_hf
     args, weights = read_hf(p)
-    default_tok = p / "tokenizer.json"
+    default_tok, sizes_from = p / "tokenizer.json", "config.json"
   else:
     from tinystory.llama2c import read_model_bin
     c, weights, _ = read_model_bin(p)
+    sizes_from = "its header"
     args = dict(dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
                 vocab_size=c["vocab_size"], hidden_dim=c["hidden_dim"], max_seq_len=c["seq_len"], dropout=0.0,
                 ffn_bias=False, norm_eps=1e-5)  # run.c's eps
@@ -100,6 +101,7 @@ def load_model_file(path, tokenizer_path=None):
   # a directory's problems are named by its file: the shape by config.json, the weights by model.safetensors
   try: model_args = ModelArgs(**args)
   except UserError as e: raise UserError(f"{p / 'config.json' if p.is_dir() else path}: {e}") from None
+  check_file_sizes(model_args, {n: w.shape for n, w in weights.items()}, path, sizes_from)
   model = Transformer(model_args)
   try: model.load_state_dict(weights)
   except UserError as e: raise UserError(f"{p / 'model.safetensors' if p.is_dir() else path}: {e}") from None

@@ -202,6 +202,9 @@ def read_hf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     for n in [n for n in sd if n.endswith(("up_proj.bias", "down_proj.bias"))]:
       need(not np.any(sd.pop(n)), f"a non-zero {n}")
   if "lm_head.weight" not in sd or cfg.get("tie_word_embeddings"): sd["lm_head.weight"] = sd.get("model.embed_tokens.weight")
+  if not isinstance(L := args["n_layers"], int) or not 0 < L <= len(sd):  # before a name is made for each layer
+    raise UserError(f"{path / 'config.json'}: num_hidden_layers={L!r}, but {path / 'model.safetensors'} holds {len(sd)} "
+                    "tensors, too few for that many layers")
   to_ours = {h: n for n, h in hf_names(args["n_layers"]).items()}
   if unknown := [n for n in sd if n not in to_ours]: raise UserError(f"{path / 'model.safetensors'} has unknown tensors: {', '.join(unknown[:3])}")
   weights = {to_ours[n]: np.asarray(w, np.float32) for n, w in sd.items() if w is not None}

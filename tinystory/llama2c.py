@@ -73,16 +73,19 @@ def read_model_bin(path) -> tuple[dict, dict[str, np.ndarray], int]:
     shared, c["vocab_size"] = c["vocab_size"] > 0, abs(c["vocab_size"])
   header = {**c, "vocab_size": c["vocab_size"] if shared or version else -c["vocab_size"]}  # as the file holds it
   check_config(c, str(path), header)
-  order = tensor_order(c, version, shared)
+  # sized from the layouts of no layer and of one before the n_layers' names are made: a damaged header's n_layers
+  # of up to 2**20 would make millions of them, and numbers up to 2**20 imply terabytes, before the size refused it
+  one, none = (tensor_order({**c, "n_layers": L}, version, shared) for L in (1, 0))
   if version == 2:
-    if not 0 < group <= 1 << 20 or any(int(np.prod(s)) % group for n, s in order if is_quantized(n)):
+    if not 0 < group <= 1 << 20 or any(int(np.prod(s)) % group for n, s in one if is_quantized(n)):
       raise UserError(f"{path}: group size {group} does not divide the tensor sizes")
-  expected = offset + sum(tensor_bytes(n, s, version, group) for n, s in order)
+  nbytes = lambda order: sum(tensor_bytes(n, s, version, group) for n, s in order)
+  expected = offset + nbytes(none) + c["n_layers"] * (nbytes(one) - nbytes(none))
   if size != expected:
     raise UserError(f"{path}: {size:,} bytes, but its header ({', '.join(f'{k}={header[k]}' for k in CONFIG)}, version {version}) "
                     f"implies {expected:,}: truncated, or not a llama2.c model file")
   weights = {}
-  for name, shape in order:
+  for name, shape in tensor_order(c, version, shared):
     n = int(np.prod(shape))
     if version == 2 and is_quantized(name):
       q = np.frombuffer(raw, np.int8, n, offset).reshape(-1, group)

@@ -112,6 +112,51 @@ def param_shapes(a: ModelArgs, vocab: int, hidden: int) -> dict[str, tuple[int, 
   if a.unembedding == "pinv_scaled": shapes["output.log_scale"] = (1,)
   return shapes
 
+def shape_error(shapes: dict[str, tuple[int, ...]], want: dict[str, tuple[int, ...]]) -> str:
+  """How tensors of `shapes` fail to be the parameters `want` (param_shapes'), as the end of a sentence; "" if they are them."""
+  if missing := [n for n in want if n not in shapes]: return f"lacks {name_list(missing)}"
+  if unknown := [n for n in shapes if n not in want]: return f"has unknown {name_list(unknown)}"
+  return next((f"{n} has shape {list(shapes[n])}, expected {list(s)}" for n, s in want.items() if tuple(shapes[n]) != s), "")
+
+def check_file_sizes(a: ModelArgs, shapes: dict[str, tuple[int, ...]], where, what: str) -> None:
+  """The sizes a model file declares (`a`, read from `what`) against the tensors it holds (`shapes`, llama2.c's names)
+  and against this machine's memory, before the model is built: a Transformer allocates what its args say, so a
+  damaged or hostile file (ckpt.json's max_seq_len=10**9, config.json's 64 layers of width 65536 over a tiny
+  model's weights) would take the machine's memory, or its ulimit, long before load_state_dict saw a shape."""
+  # n_layers first: param_shapes makes names for every layer, and no file holds fewer tensors than layers
+  err = (f"its {len(shapes)} tensors cannot hold n_layers={a.n_layers}" if a.n_layers > len(shapes)
+         else shape_error(shapes, param_shapes(a, a.vocab_size, a.hidden_size)))
+  if err: raise UserError(f"{where}: the weights do not fit {what}, {a!r}: {err}")
+  if (need := memory_needed(a)) > (have := memory_available()):
+    sizes = ", ".join(f"{k}={getattr(a, k)}" for k in ("dim", "hidden_size", "n_layers", "n_heads", "vocab_size", "max_seq_len"))
+    raise UserError(f"{where}: {sizes} ({what}) need about {need / 2**30:,.1f} GiB to build the model and sample from "
+                    f"it, more than the {have / 2**30:,.1f} GiB this process may use (the machine's memory or its limit): "
+                    "the file is damaged or not for this machine")
+
+def memory_needed(a: ModelArgs, pad_to: int = 16) -> int:
+  """Bytes that building a Transformer of `a` and sampling from it allocate, roughly (float32 everywhere): the weights
+  four times (as read from the file, the random init they replace, the model's, the KVCache's fused copies), the RoPE
+  tables (numpy's and the model's), the KVCache, and the decoder's prefill of a whole context (padded to max_seq_len
+  rows): its activations and logits, a layer's (n_heads, T, T) attention scores, their exp and softmax, and the mask.
+  max_seq_len is in no weight's shape: only this bounds it."""
+  d, T, H, L = a.dim, a.max_seq_len, a.n_heads, a.n_layers
+  V, h, kv = round_up(a.vocab_size, pad_to), round_up(a.hidden_size, pad_to), a.kv_heads * a.head_dim
+  params = 2 * V * d + L * (2 * d * d + 2 * kv * d + 3 * h * d + h + 2 * d) + d
+  return 4 * (4 * params + 3 * T * a.head_dim + 2 * L * kv * T + T * (4 * d + 3 * h + 2 * V) + (3 * H + 1) * T * T)
+
+def memory_available() -> int:
+  """Bytes this process may still allocate: the machine's memory, or less under a cgroup's limit (a container's) or
+  under RLIMIT_AS (ulimit -v), less the address space already in use."""
+  import contextlib, os, resource
+  from pathlib import Path
+  page = os.sysconf("SC_PAGE_SIZE")
+  limits = [os.sysconf("SC_PHYS_PAGES") * page]
+  with contextlib.suppress(OSError, ValueError): limits.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))  # "max": none
+  if (soft := resource.getrlimit(resource.RLIMIT_AS)[0]) != resource.RLIM_INFINITY:
+    with contextlib.suppress(OSError, ValueError, IndexError): soft -= int(Path("/proc/self/statm").read_text().split()[0]) * page
+    limits.append(soft)
+  return min(limits)
+
 def init_value(name: str, shape: tuple[int, ...], n_layers: int, rng: np.random.Generator) -> np.ndarray:
   """llama2.c's init: unit norm weights, zero biases, N(0, 0.02) elsewhere, residual projections wo/w3 scaled down;
   pinv_scaled's log scale at 0."""
@@ -336,10 +381,7 @@ class Transformer:
         raise UserError(f"state dict has an output.weight that differs from tok_embeddings.weight, but "
                         f"unembedding={self.args.unembedding!r} has no separate output matrix")
       del sd["output.weight"]
-    if missing := [n for n in self.shapes if n not in sd]: raise UserError(f"state dict lacks {name_list(missing)}")
-    if unknown := [n for n in sd if n not in self.shapes]: raise UserError(f"state dict has unknown {name_list(unknown)}")
-    for n, s in self.shapes.items():
-      if sd[n].shape != s: raise UserError(f"state dict {n} has shape {list(sd[n].shape)}, expected {list(s)}")
+    if err := shape_error({n: v.shape for n, v in sd.items()}, self.shapes): raise UserError(f"state dict {err}")
     from tinystory.device import tensor_like
     for n, t in self.weights.items(): t.assign(tensor_like(t, pad_array(sd[n].astype(np.float32), t.shape))).realize()
 
