@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make demo   fit a tokenizer, prepare shards, train a small model for a few minutes, sample from it
-#   make test   the test suite
+#   make test   the fast tests (a few minutes; `make test-all` adds the slow ones: whole runs, fuzzing, seed-size compiles)
 # Both create (or reuse) the virtualenv in .venv, install the package into it and make sure clang exists.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO   := runs/demo
 
-.PHONY: demo test smoke clang
+.PHONY: demo test test-all lint smoke clang
 # a 100k-parameter model, a few minutes on a laptop; a second `make demo` keeps the trained model and samples again
 DEMO_MODEL := --dim=64 --n_layers=2 --n_heads=4 --n_kv_heads=4 --max_seq_len=64 --dropout=0.0
 demo: $(STAMP) clang
@@ -19,7 +19,13 @@ demo: $(STAMP) clang
 	$(PY) cli.py sample --checkpoint=$(DEMO)/run --max_new_tokens=400 --temperature=0.8 --top_k=20 --start='Once upon a time'
 
 test: $(STAMP) clang
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(STAMP) clang
 	$(PY) -m pytest -q tests
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
 
 # A short run of the real pipeline on the TinyStories samples next to the project (CI runs it when they exist).
 SHARED ?= ../shared/data/tinystories

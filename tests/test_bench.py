@@ -6,6 +6,7 @@ from tinystory import bench
 
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=16)
 
+@pytest.mark.slow
 def test_tiny_bench_measures_training_and_sampling(tmp_path, logged):
   t0 = time.perf_counter()
   res = bench.bench(TINY, batch_size=2, steps=2, new_tokens=24, json_path=str(tmp_path / "b.json"), kernels=3)
@@ -38,6 +39,7 @@ def test_negative_kernel_count_is_refused():
 def test_bad_config_fails_before_measuring():
   with pytest.raises(UserError, match="dim=16 is not divisible by n_heads=3"): bench.bench({**TINY, "n_heads": 3, "n_kv_heads": 3})
 
+@pytest.mark.slow
 def test_tiny_bench_names_its_device(tmp_path, logged):
   res = bench.bench(TINY, batch_size=2, steps=1, new_tokens=4)
   assert res["device"] == "CPU" and res["device_name"].endswith(f"{__import__('os').cpu_count()} cores")
@@ -118,6 +120,7 @@ def test_a_reduction_each_thread_block_recomputes_is_counted_in_every_block():
   assert executed >= 65536 // 16 * 2 * 4096  # b's sum once per block of at most 16 outputs: 4,096 blocks or more
   assert 65536 // 16 <= threads <= 65536 * 16  # at most 16 outputs a thread, at most 16 threads an output (a grouped sum)
 
+@pytest.mark.slow
 def test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little(logged):
   """The seed config's training iteration rendered for CUDA on the NULL device (no CUDA library here): its estimated
   FLOPs as executed stay within 1.5x of the model's arithmetic (issue 13's bound: a kernel recomputing a chain per

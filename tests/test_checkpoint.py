@@ -155,6 +155,7 @@ def umask_022():
   yield
   os.umask(old)
 
+@pytest.mark.slow
 def test_every_file_written_is_0644(tmp_path, monkeypatch, umask_022):
   monkeypatch.setenv("TINYSTORY_DATA", str(tmp_path / "cache"))
   (tmp_path / "s.txt").write_text("Once upon a time there was a cat.\n\nThe cat liked milk and naps.\n\nThe end came.\n")

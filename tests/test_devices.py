@@ -14,6 +14,7 @@ TWO = "--device=cpu:0,cpu:1"
 SAME = ["--max_iters=5", "--eval_interval=5", "--dropout=0", "--gradient_accumulation_steps=2", "--warmup_iters=2",
         "--learning_rate=1e-2", "--always_save_checkpoint=True"]
 
+@pytest.mark.slow
 @pytest.mark.parametrize("gpu_choices", [False, True])
 def test_two_devices_train_as_one(tmp_path, monkeypatch, gpu_choices):
   """5 iterations of 2 accumulated micro-batches, pinv unembedding: losses, evals, weights and AdamW moments agree with
@@ -36,6 +37,7 @@ def test_two_devices_train_as_one(tmp_path, monkeypatch, gpu_choices):
     assert {n: v.shape for n, v in a.items()} == {n: v.shape for n, v in b.items()}
     for n in a: np.testing.assert_allclose(b[n], a[n], rtol=1e-4, atol=1e-6 * np.abs(a[n]).max(), err_msg=n)
 
+@pytest.mark.slow
 def test_two_devices_resume_exactly(tmp_path, monkeypatch):
   """Ctrl-C after iteration 2 and a resume to the end log the same float losses as an uninterrupted two-device run:
   each device's dropout counter is in the checkpoint."""
@@ -66,6 +68,7 @@ def test_sampling_takes_one_device(tmp_path):
   assert res.exit_code == 1 and res.output.strip().splitlines()[-1] == \
     "Error: --device=cpu:0,cpu:1: one device here (several, comma-separated, are for data parallel training)", res.output
 
+@pytest.mark.slow
 def test_training_on_another_device_runs_no_cpu_kernel(tmp_path):
   """A run on tinygrad's NULL device (it runs nothing; NULL_ALLOW_COPYOUT lets the host read its buffers, as zeros)
   with evals and checkpoints: DEBUG=2 lists every kernel with its device, and none is a CPU kernel: the checkpoint,

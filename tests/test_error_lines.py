@@ -44,6 +44,7 @@ def sample(checkpoint, *args): return invoke("sample", f"--checkpoint={checkpoin
 
 # *** 1. safetensors errors name the file ***
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["model.safetensors", "optimizer.safetensors"])
 def test_a_corrupt_safetensors_file_is_named(run, name):
   (run / "ckpt" / name).write_bytes(b"garbage")
@@ -57,6 +58,7 @@ def test_a_corrupt_hf_safetensors_file_is_named(run, tmp_path):
 
 # *** 2. a corrupt optimizer.safetensors blocks resume only ***
 
+@pytest.mark.slow
 def test_a_corrupt_optimizer_state_blocks_only_resume(run, tmp_path):
   (run / "ckpt" / "optimizer.safetensors").write_bytes(b"\0" * 4)
   assert (res := sample(run)).exit_code == 0, res.output
@@ -118,6 +120,7 @@ def test_a_missing_tokenizer_named_by_meta_json_says_so(tmp_path):
 
 # *** 6. --data=dir/ is --data=dir on resume ***
 
+@pytest.mark.slow
 def test_a_trailing_slash_is_the_same_data_on_resume(tmp_path):
   shards = prepared(tmp_path)
   res, rdir = run_train(tmp_path, f"--data={shards}", "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True")

@@ -48,6 +48,7 @@ def reference(weights, args, ids: np.ndarray, windows: int) -> float:
 
 def stream_ids(tok, stories) -> np.ndarray: return np.concatenate([tok.encode_array(s, bos=True) for s in stories]).astype(np.int64)
 
+@pytest.mark.slow
 def test_bits_per_char_match_a_float64_reference_and_counts_are_exact(run):
   rdir, text, tok, args, weights = run
   res = run_eval(EvalConfig(str(rdir), str(text), batch_size=4))
@@ -71,6 +72,7 @@ def test_bits_per_char_match_a_float64_reference_and_counts_are_exact(run):
   compiled, eager = (run_eval(EvalConfig(str(rdir), str(text), max_windows=5, batch_size=4, compile=c)) for c in (True, False))
   assert eager["nats"] == pytest.approx(compiled["nats"], rel=1e-6) and eager["tokens"] == compiled["tokens"] == 5 * L
 
+@pytest.mark.slow
 def test_max_windows_evaluates_the_first_windows(run):
   rdir, text, tok, args, weights = run
   res = run_eval(EvalConfig(str(rdir), str(text), max_windows=5, batch_size=4))

@@ -110,6 +110,7 @@ def as_args(head: dict, w: dict) -> ModelArgs:
   return ModelArgs(dim=d, hidden_dim=hid, n_layers=L, n_heads=H, n_kv_heads=KV, vocab_size=abs(V), max_seq_len=T,
                    ffn_bias=False, unembedding="untied" if "output.weight" in w else "tied")
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["char", "bpe"])
 @pytest.mark.parametrize("unembedding", ["pinv", "tied", "untied"])
 def test_llama2c_file_gives_the_projects_logits(runs, toks, tmp_path, kind, unembedding):
@@ -299,6 +300,7 @@ def test_the_cli_prints_a_file_error_as_one_line(tmp_path):
 
 hf = pytest.mark.skipif(not HAS_HF, reason="needs the hf extra: pip install -e '.[hf]' (torch, transformers)")
 
+@pytest.mark.slow
 @hf
 @pytest.mark.parametrize("key", [("bpe", "pinv"), ("char", "tied"), ("char", "untied"), "bias"])
 def test_transformers_gives_the_projects_logits_and_greedy_tokens(runs, toks, tmp_path, key):

@@ -74,6 +74,7 @@ def masked(record: str, tmp: Path) -> str:
 
 # *** the record ***
 
+@pytest.mark.slow
 def test_record_matches_golden_layout(run):
   got = masked(run["record"], run["tmp"])
   if os.environ.get("UPDATE_GOLDEN"): GOLDEN.write_text(got)

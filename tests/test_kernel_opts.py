@@ -30,6 +30,7 @@ steps.micro_step(x, x)
 print(json.dumps({"applied": sorted(kernel_opts.applied_here), "table": sorted(kernel_opts.table())}))
 """
 
+@pytest.mark.slow
 def test_every_entry_matches_a_kernel_of_the_seed_step():
   """The seed config's forward + backward, rendered for the CPU on tinygrad's NULL device (nothing is compiled or
   run): each of the table's kernels is among them. A model change that alters one of those kernels fails here: the
@@ -95,6 +96,7 @@ def test_off_and_bad_tables(tmp_path, monkeypatch):
                                                      r"expected 0, 1 or a file written by python -m tinystory.kernel_opts$"):
       kernel_opts.table()
 
+@pytest.mark.slow
 def test_a_resume_with_another_table_says_so(tmp_path, monkeypatch):
   """The table is part of what made a run's floats (the run's versions record it): a resume under another one logs
   that the continuation differs from an uninterrupted run by rounding."""
@@ -120,6 +122,7 @@ seen, ms = kernel_opts.step_kernels(cfg, 2)
 print(json.dumps({"seen": {n: len(ast_ren_opts) for n, ast_ren_opts in seen.items()}, "ms": ms}))
 """
 
+@pytest.mark.slow
 def test_the_search_gets_every_timed_kernel_with_its_ast():
   """What the search starts from (a tiny config here): each kernel timed in a replayed forward + backward, with the
   AST and opts tinygrad's heuristics compiled it from, so BEAM can search it."""

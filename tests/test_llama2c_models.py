@@ -92,6 +92,7 @@ def test_data_prepare_with_a_tokenizer_bin_is_llama2c_pretokenization(files, tmp
   want = [i for s in STORIES * COPIES for i in tok.encode(s.strip(), bos=True)]
   assert ids == want and meta["tokenizer_sha256"] == tok.sha256
 
+@pytest.mark.slow
 def test_eval_counts_the_texts_characters_not_the_dummy_prefix(files):
   res = invoke("eval", "--checkpoint", files["model"], "--data", files["text"], "--json")
   assert res.exit_code == 0, res.output
@@ -143,6 +144,7 @@ def tuned(files, tmp_path_factory):
   assert out.exit_code == 0, out.output
   return {"run": d / "run", "back": d / "back", "output": res.output}
 
+@pytest.mark.slow
 def test_fine_tune_a_bin_on_its_own_tokenizer_and_export_it_back(files, tuned):
   rdir = tuned["run"]
   cfg = json.loads((rdir / "config.json").read_text())

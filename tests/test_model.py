@@ -81,6 +81,7 @@ def test_small_config_logits_match_numpy_reference(unembedding, ffn_bias, n_kv_h
   assert logits.shape == (2, 11, 37) and logits.dtype == np.float32
   assert_close(logits, ref_logits(sd, m.args, tokens))
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unembedding", ["pinv", "tied"])
 def test_seed_config_logits_match_numpy_reference(unembedding):
   a = ModelArgs(**SEED_ARGS, unembedding=unembedding)
@@ -112,6 +113,7 @@ def test_sequence_longer_than_max_seq_len_is_refused():
 
 @pytest.mark.parametrize("unembedding,ffn_bias,n_kv_heads", [("pinv", True, 4), ("tied", True, 2), ("untied", False, 1),
                                                               ("pinv_scaled", False, 2)])
+@pytest.mark.slow
 def test_cached_decoding_equals_the_full_forward(unembedding, ffn_bias, n_kv_heads):
   """A prefill of 5 tokens, then one token at a time at a Variable position (as the compiled step runs), against the
   full forward and the float64 reference."""
@@ -166,6 +168,7 @@ def test_gradients_match_finite_differences():
       numeric = (ref_loss(plus, a, tokens, targets) - ref_loss(minus, a, tokens, targets)) / (2 * h)
       assert g[idx] == pytest.approx(numeric, rel=2e-3, abs=2e-3 * float(np.abs(g).max())), (n, idx)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unembedding", ["pinv", "untied"])
 def test_padding_changes_nothing_and_stays_zero(unembedding):
   a = ModelArgs(**{**SMALL_ARGS, "n_layers": 1, "dropout": 0.0}, unembedding=unembedding)  # 1 layer: a smaller graph to schedule
@@ -321,6 +324,7 @@ def test_bad_model_args_are_refused_with_a_clear_message(change, message):
 def test_bad_pad_to_is_refused():
   with pytest.raises(UserError, match=r"^pad_to=0: expected a positive integer$"): Transformer(ModelArgs(**SMALL_ARGS), pad_to=0)
 
+@pytest.mark.slow
 @pytest.mark.parametrize("vocab", [37, 200])  # V < d and V > d
 def test_pinv_scaled_starts_at_tieds_logit_scale(vocab):
   """pinv_scaled's first logits are about as large as tied's (pinv's are hundreds of times larger: the seed's first

@@ -38,6 +38,7 @@ def models(tmp_path_factory):
 
 def copy(src: Path, dst: Path) -> Path: return Path(shutil.copytree(src, dst))
 
+@pytest.mark.slow
 def test_tiny_models_of_every_source_sample_under_the_limit(models):
   for m in models.values():
     res = sample(m)

@@ -96,6 +96,7 @@ def train(tmp_path, *args, name):
 def losses(rdir) -> list[tuple[int, float]]:
   return [(m["iter"], m["loss"]) for m in map(json.loads, (rdir / "metrics.jsonl").read_text().splitlines()) if "loss" in m]
 
+@pytest.mark.slow
 def test_a_recipe_run_is_recorded_and_resumes_bit_exact(tmp_path):
   r = recipe(tmp_path, RECIPE)
   res, full = train(tmp_path, r, name="full")

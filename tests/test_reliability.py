@@ -76,6 +76,7 @@ import cli
 cli.main()
 """
 
+@pytest.mark.slow
 def test_kill_9_during_saves_then_resume(tmp_path):
   """Trainers killed (SIGKILL) at random points of a checkpoint save, each followed by a resume that must load the
   checkpoint left behind (and save again, where the next one is killed); the last resume runs to the end."""
@@ -113,6 +114,7 @@ import cli
 cli.main()
 """
 
+@pytest.mark.slow
 def test_disk_full_mid_run_keeps_the_last_checkpoint_and_resumes(tmp_path):
   rdir = tmp_path / "run"
   args = [f"--out_dir={rdir}", *TINY, "--eval_interval=1", "--always_save_checkpoint=True", "--max_iters=3"]
@@ -137,6 +139,7 @@ def limited(tmp_path, limit: int, *args) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-c", LIMITED, str(limit), *args], cwd=ROOT, env=env(tmp_path),
                         capture_output=True, text=True, timeout=600)
 
+@pytest.mark.slow
 def test_disk_full_at_the_start_of_a_resume_is_one_line_and_leaves_no_temp_file(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
   assert res.exit_code == 0, res.output
@@ -162,6 +165,7 @@ def test_disk_full_at_the_start_of_a_resume_is_one_line_and_leaves_no_temp_file(
 
 # *** two trainers, export-log and plot while one runs ***
 
+@pytest.mark.slow
 def test_one_trainer_per_run_dir(tmp_path):
   rdir = tmp_path / "run"
   first = subprocess.Popen([sys.executable, "cli.py", "train", f"--out_dir={rdir}", *TINY, "--max_iters=100000",
@@ -266,6 +270,7 @@ def test_short_val_split_is_refused_before_anything_runs(tmp_path):
 
 # *** divergence ***
 
+@pytest.mark.slow
 def test_a_diverging_run_sends_the_user_back_to_its_last_trained_checkpoint(tmp_path):
   """always_save_checkpoint saves the finite but collapsed checkpoints of a diverging run (weights of ~1e8, a nearly
   uniform prediction): the advice names the last one that beat the val data's unigram loss, put back in ckpt/, and
@@ -308,6 +313,7 @@ def test_a_run_that_diverges_before_it_learned_anything_says_so(tmp_path):
 
 # *** resume restores the run ***
 
+@pytest.mark.slow
 def test_resume_takes_the_saved_options_and_refuses_shape_changes(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--warmup_iters=2", "--learning_rate=1e-2",
                         "--always_save_checkpoint=True")
@@ -325,6 +331,7 @@ def test_resume_takes_the_saved_options_and_refuses_shape_changes(tmp_path):
   lrs = [get_lr(it, TrainConfig(learning_rate=1e-2, warmup_iters=2, max_iters=3)) for it in (2, 3)]
   assert [r["lr"] for r in read_metrics(rdir)[0]][-2:] == lrs and lrs[0] == 1e-2
 
+@pytest.mark.slow
 def test_ckpt_prev_alone_is_restored_never_deleted(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
   assert res.exit_code == 0, res.output
@@ -348,6 +355,7 @@ def test_resume_of_a_checkpoint_lacking_a_field_is_one_line(tmp_path, key):
 
 # *** round two: SIGTERM, a damaged config.json, malformed run records, device names (issue 26) ***
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_143_and_resumes_exactly(tmp_path):
   """kill, timeout, systemd and job schedulers send SIGTERM first: it is Ctrl-C's save-and-stop, with exit status
   143 (128 + 15) so that they see what happened; the resume goes on bit-exactly."""
@@ -396,6 +404,7 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.parametrize("line, config", [("[1, 2, 3]", {}), ('{"iter": "x"}', {}), ('{"iter": 3, "loss": null, "dt": 1}', {}),
                                           (None, {"tokenizer": None}), (None, {"data_meta": {}}), (None, {"commands": [3]})])
+@pytest.mark.slow
 def test_malformed_run_records_are_one_line_errors_in_plot_and_export_log(tmp_path, finished_run, line, config):
   pytest.importorskip("matplotlib")
   import shutil
@@ -432,6 +441,7 @@ def char_tok(tmp_path) -> Path:
   fit_tokenizer(["Story about a cat and a dog, bird. 0123456789"], "char").save(tok := tmp_path / "t.tok")
   return tok
 
+@pytest.mark.slow
 def test_concurrent_prepares_into_one_out_leave_one_complete_output(tmp_path, char_tok):
   a, b = stories_file(tmp_path / "a.txt", 20000, "cat"), stories_file(tmp_path / "b.txt", 15000, "bird")
   out = tmp_path / "shards"
@@ -488,6 +498,7 @@ def test_a_prepare_killed_while_installing_leaves_the_old_shards_or_the_new(tmp_
   assert seen == {300, 400} or (seen == {300} and swap == "no-exchange"), seen
   assert set(os.listdir(tmp_path)) - {"cache"} == {"new.txt", "old.txt", "shards", "t.tok"}  # the killed ones' temp dirs went
 
+@pytest.mark.slow
 def test_a_prepare_into_shards_a_trainer_reads_is_refused(tmp_path, char_tok):
   out = tmp_path / "shards"
   prepare([str(stories_file(tmp_path / "s.txt", 300, "cat"))], char_tok, out)
@@ -512,6 +523,7 @@ def test_a_prepare_into_shards_a_trainer_reads_is_refused(tmp_path, char_tok):
   res = CliRunner().invoke(cli, ["train", f"--out_dir={rdir}", "--init_from=resume", "--max_iters=3"])
   assert res.exit_code == 0, res.output
 
+@pytest.mark.slow
 def test_a_failed_export_leaves_the_old_export_whole(tmp_path, monkeypatch):
   from tinystory import hf
   from tinystory.exchange import load_model_file
@@ -550,6 +562,7 @@ def test_a_link_planted_in_a_run_dir_is_refused_and_its_target_untouched(tmp_pat
     "outside could be overwritten); remove it"), res.output
   assert target.read_text() == "export PATH=/usr/bin\n"
 
+@pytest.mark.slow
 def test_links_under_temp_names_are_never_followed(tmp_path):
   res, rdir = run_train(tmp_path, "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True")
   assert res.exit_code == 0, res.output

@@ -94,6 +94,7 @@ def train_steps(n: int, replayed: bool) -> tuple[list[float], dict[str, np.ndarr
   assert not replayed or any(steps._micro.replay.parallel)
   return losses, {k: v.numpy() for k, v in model.state_dict().items()}
 
+@pytest.mark.slow
 @needs_cores
 def test_training_replayed_in_parallel_equals_tinyjit_bit_for_bit(monkeypatch):
   monkeypatch.setattr(replay, "PARALLEL_MIN_S", 0.0)

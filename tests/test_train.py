@@ -81,6 +81,7 @@ def test_vocab_size_must_agree_with_tokenizer_file(tmp_path):
   res, _ = run_train(tmp_path, "--max_iters=0", f"--tokenizer={tmp_path / 't.tok'}", "--vocab_size=361")
   assert res.exit_code == 1 and f"--vocab_size=361 disagrees with the tokenizer {tmp_path / 't.tok'}, which has 16 tokens" in res.output
 
+@pytest.mark.slow
 def test_resume_without_checkpoint_and_scratch_over_checkpoint(tmp_path):
   res, _ = run_train(tmp_path, "--init_from=resume")
   assert res.exit_code == 1 and "no checkpoint in" in res.output
@@ -177,6 +178,7 @@ def test_log_format_cadence_and_records(tmp_path):
   assert cfg["commands"] == [f"python cli.py train --out_dir={rdir} " + " ".join(TINY) + " --max_iters=6 --eval_interval=3 --warmup_iters=2 --learning_rate=1e-2"]
   assert (rdir / "tokenizer.tok").is_file()
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_larger_batch(tmp_path):
   common = ["--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True", "--dropout=0.0", "--grad_clip=0"]
   res, big = run_train(tmp_path, *common, "--batch_size=4", name="big")
@@ -192,6 +194,7 @@ def test_nonfinite_loss_stops_with_message(tmp_path):
   assert res.exit_code == 1 and re.search(r"^Error: loss is (nan|inf) at step \d+: training stopped; no checkpoint was saved: "
                                           r"start again with a lower --learning_rate \(now 1e\+30; e.g. --learning_rate=1e\+29\) or --grad_clip=1.0$", res.output, re.M), res.output
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resume_continues(tmp_path):
   rdir = tmp_path / "sig"
   env = {**os.environ, "TINYSTORY_DATA": str(tmp_path / "cache")}

@@ -35,6 +35,7 @@ def test_val_data_is_the_val_loss(tmp_path, valid_txt):
   assert val_loss == pytest.approx(ref, rel=1e-5)
   assert len(load_meta(val_dir)["shards"]) == 2 and sum(ds.windows) > ds.windows[0]  # not only the val shard of it
 
+@pytest.mark.slow
 def test_resume_keeps_the_val_data(tmp_path, valid_txt):
   res, rdir = run_train(tmp_path, "--max_iters=2", "--eval_interval=2", "--always_save_checkpoint=True", f"--val_data={valid_txt}")
   assert res.exit_code == 0, res.output

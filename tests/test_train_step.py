@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from tinygrad import Tensor
 import cli as cli_module
-from cli import cli
 import tinystory.model as model_module
 from tinystory.model import ModelArgs, Transformer
 from tinystory.checkpoint import load_checkpoint
@@ -64,6 +63,7 @@ STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2, 0), ("pinv", 5, 1, 2, False,
                  ("untied", 11, 1, 1, True, True, 1, 0), ("pinv_scaled", 11, 16, 1, True, False, 1, 0),
                  ("pinv", 11, 16, 1, True, True, 2, 4), ("untied", 11, 1, 2, False, False, 1, 3)]
 
+@pytest.mark.slow
 @pytest.mark.parametrize("unembedding,vocab,pad_to,n_kv_heads,ffn_bias,compile,n_layers,chunk", STEP_VARIANTS)
 def test_train_step_gradients_match_float64_finite_differences(unembedding, vocab, pad_to, n_kv_heads, ffn_bias, compile, n_layers,
                                                                chunk, monkeypatch):
@@ -137,6 +137,7 @@ def exact_losses(rdir) -> list[tuple[int, float]]:
 RESUME = ["--eval_interval=4", "--dropout=0.1", "--warmup_iters=2", "--learning_rate=1e-2", "--lr_decay_iters=7",
           "--always_save_checkpoint=True"]
 
+@pytest.mark.slow
 def test_resume_from_ctrl_c_and_eval_checkpoints_is_exact(tmp_path, monkeypatch):
   """A run stopped by Ctrl-C after iteration 2 (its checkpoint is written after an update, mid-way between evals),
   resumed to iteration 5 (the eval checkpoint at step 4 is written before iteration 4 runs), then resumed again from
