@@ -78,6 +78,7 @@ def write_dir(out: Path, what: str, write) -> list[Path]:
 def _open_dir(path: Path) -> int | None:
   try: return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
   except FileNotFoundError: return None
+  except OSError as e: raise UserError(f"cannot open directory {path}: {e.strerror or e}") from None
 
 def _same(fd: int, path: Path) -> bool:
   """Whether `path` still names the directory open as `fd` (a writer may have swapped a new one in meanwhile)."""
@@ -107,7 +108,8 @@ def lock_for_writing(path: Path, what: str, reader: str, needed: Callable[[], bo
   it refuse with one line (`what` names the option, `reader` who reads, e.g. "a `train`")."""
   while True:
     if not needed(): return None
-    path.mkdir(exist_ok=True)
+    try: path.mkdir(exist_ok=True)
+    except OSError as e: raise UserError(f"cannot create {what} {path}: {e.strerror or e}") from None
     if (fd := _open_dir(path)) is None: continue  # removed meanwhile by a writer that failed
     try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
