@@ -68,19 +68,19 @@ def test_optimizer_state_is_saved_in_logical_shapes(tmp_path):
   steps = TrainSteps(m, TrainConfig(batch_size=2, max_seq_len=8, compile=False))
   rng = np.random.default_rng(0)
   padded = {}
-  for n, t in zip(m.weights, steps.exp_avg):
+  for n, t in zip(m.weights, steps.opt.exp_avg):
     padded[n] = rng.standard_normal(t.shape).astype(np.float32)
     t.assign(Tensor(padded[n])).realize()
-  state = steps.optimizer_state()
+  state = steps.opt.state_dict(m.shapes)
   for n, s in m.shapes.items():
     np.testing.assert_array_equal(state["exp_avg." + n], padded[n][tuple(slice(0, d) for d in s)], n)
   save_checkpoint(tmp_path, model_weights(m), state, META)
   again = TrainSteps(m, TrainConfig(batch_size=2, max_seq_len=8, compile=False))
-  again.load_optimizer_state(load_checkpoint(tmp_path)[2], 3)
+  again.opt.load_state_dict(load_checkpoint(tmp_path)[2], 3, m.shapes)
   for n, s in m.shapes.items():  # back in the padded layout: logical values, zero padding
     want = np.zeros_like(padded[n])
     want[tuple(slice(0, d) for d in s)] = padded[n][tuple(slice(0, d) for d in s)]
-    np.testing.assert_array_equal(again.exp_avg[list(m.weights).index(n)].numpy(), want, n)
+    np.testing.assert_array_equal(again.opt.exp_avg[list(m.weights).index(n)].numpy(), want, n)
 
 class Crash(BaseException): """A process killed mid-save: nothing after it runs."""
 

@@ -93,7 +93,7 @@ def test_each_device_gets_its_shard_of_the_batch_and_all_the_weights():
   model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=40, max_seq_len=8), seed=0).shard(devices)
   steps = TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=8))
   for t in steps.batch: assert t.device == devices and t.uop.axis == 0 and t.shape == (4, 8)
-  for t in [*model.parameters(), *steps.exp_avg, *steps.exp_avg_sq, *steps.grad_acc]:
+  for t in [*model.parameters(), *steps.opt.exp_avg, *steps.opt.exp_avg_sq, *steps.grad_acc]:
     assert t.device == devices and t.uop.axis is None  # replicated
 
 def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):

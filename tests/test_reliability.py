@@ -11,7 +11,8 @@ from tinystory import UserError
 from tinystory.checkpoint import find_checkpoint, load_checkpoint, read_metrics
 from tinystory.pretok import load_meta, prepare
 from tinystory.tokenizer import fit_tokenizer
-from tinystory.train import TrainConfig, get_lr
+from tinystory.optim import get_lr
+from tinystory.train import TrainConfig
 from test_train import ROOT, TINY, iter_lines, run_train
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 from cli import cli
 from tinystory.checkpoint import load_checkpoint
-from tinystory.train import TrainConfig, get_lr, adamw_update
+from tinystory.optim import AdamW, get_lr
+from tinystory.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dim=16", "--n_layers=1", "--n_heads=2", "--n_kv_heads=2", "--max_seq_len=16", "--batch_size=4",
@@ -124,7 +125,7 @@ def test_weight_decay_groups_are_llama2cs():
   from tinystory.model import ModelArgs, Transformer
   from tinystory.train import TrainSteps
   model = Transformer(ModelArgs(**SEED_MODEL), seed=0)
-  decays = dict(zip(model.weights, TrainSteps(model, TrainConfig(weight_decay=0.25)).decays))
+  decays = dict(zip(model.weights, TrainSteps(model, TrainConfig(weight_decay=0.25)).opt.decays))
   assert {n for n, d in decays.items() if d == 0.25} == {n for n in decays if n.endswith(".weight") and "norm" not in n}
   assert {n for n, d in decays.items() if d == 0.0} == {n for n in decays if n.endswith(("norm.weight", ".bias"))}
   assert len(decays) == 42 and sum(d == 0.25 for d in decays.values()) == model.num_params()[0][0] == 29
@@ -137,9 +138,12 @@ def test_adamw_step_matches_numpy(clip):
   p, g, m = [[rng.standard_normal(s) for s in shapes] for _ in range(3)]
   v = [np.abs(rng.standard_normal(s)) for s in shapes]
   wd, lr, step = [0.1, 0.0], 3e-3, 7
-  tp, tg, tm, tv = [[Tensor(x.astype(np.float32)).contiguous().realize() for x in xs] for xs in (p, g, m, v)]
-  Tensor.realize(*adamw_update(tp, tg, tm, tv, wd, Tensor([lr]), Tensor([float(step)]), 0.9, 0.99, clip))
-  for (rp, rm, rv), a, b, c in zip(numpy_adamw(p, g, m, v, lr, step, wd, 0.9, 0.99, clip), tp, tm, tv):
+  tp, tg = [[Tensor(x.astype(np.float32)).contiguous().realize() for x in xs] for xs in (p, g)]
+  opt = AdamW(tp, wd, 0.9, 0.99, clip)
+  opt.load_state_dict({f"{k}.p{i}": x for k, xs in (("exp_avg", m), ("exp_avg_sq", v)) for i, x in enumerate(xs)}, step - 1,
+                      {f"p{i}": x.shape for i, x in enumerate(p)})
+  Tensor.realize(*opt.update(tg, Tensor([lr]), Tensor([float(step)])))
+  for (rp, rm, rv), a, b, c in zip(numpy_adamw(p, g, m, v, lr, step, wd, 0.9, 0.99, clip), tp, opt.exp_avg, opt.exp_avg_sq):
     np.testing.assert_allclose(a.numpy(), rp, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b.numpy(), rm, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(c.numpy(), rv, rtol=1e-5, atol=1e-7)

@@ -102,7 +102,7 @@ def test_train_step_update_matches_numpy_float64_adamw():
     # equal micro-batches: the mean of their mean losses is the mean loss of all of them at once
     loss = model(Tensor(np.concatenate([x for x, _ in batches]))).sparse_categorical_crossentropy(Tensor(np.concatenate([y for _, y in batches])))
     expected = [logical(g, s).astype(np.float64) for g, s in zip(loss.gradient(*model.parameters()), shapes)]
-    p, m, v = state(model.parameters()), state(steps.exp_avg), state(steps.exp_avg_sq)
+    p, m, v = state(model.parameters()), state(steps.opt.exp_avg), state(steps.opt.exp_avg_sq)
     for x, y in batches: steps.micro_step(x, y)
     grads = state(steps.grad_acc)
     for g, e, name in zip(grads, expected, model.shapes):
@@ -111,7 +111,7 @@ def test_train_step_update_matches_numpy_float64_adamw():
     lr = 1e-2 * it
     steps.update(lr)
     ref = numpy_adamw(p, grads, m, v, lr, it, decays, cfg.beta1, cfg.beta2, cfg.grad_clip)
-    for (rp, rm, rv), tp, tm, tv, name in zip(ref, model.parameters(), steps.exp_avg, steps.exp_avg_sq, model.shapes):
+    for (rp, rm, rv), tp, tm, tv, name in zip(ref, model.parameters(), steps.opt.exp_avg, steps.opt.exp_avg_sq, model.shapes):
       s = model.shapes[name]
       np.testing.assert_allclose(logical(tm, s), rm, rtol=1e-5, atol=1e-9, err_msg=name)
       np.testing.assert_allclose(logical(tv, s), rv, rtol=1e-5, atol=1e-12, err_msg=name)

@@ -11,9 +11,10 @@ import numpy as np
 from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive, open_append, option, remove_created, UserError,
                        write_atomic, write_error)
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
-                                  replace_dir, save_checkpoint, training_lock, unpadded)
+                                  replace_dir, save_checkpoint, training_lock)
 from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
+from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.recipe import describe as describe_recipe
 from tinystory.log import drop_torn_line, fmt_duration, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
 
@@ -120,39 +121,6 @@ def validate(cfg: TrainConfig) -> None:
        f"--device={cfg.device}: each gets an equal shard of every micro-batch")
   need(cfg.min_lr <= cfg.learning_rate, f"--min_lr ({cfg.min_lr}) must not exceed --learning_rate ({cfg.learning_rate})")
 
-# *** learning rate, optimizer ***
-
-def get_lr(it: int, cfg: TrainConfig) -> float:
-  """llama2.c's schedule: linear warmup, then cosine decay to min_lr at lr_decay_iters, min_lr after."""
-  if not cfg.decay_lr: return cfg.learning_rate
-  decay_iters = cfg.lr_decay_iters or cfg.max_iters
-  if it < cfg.warmup_iters: return cfg.learning_rate * it / cfg.warmup_iters
-  if it > decay_iters: return cfg.min_lr
-  ratio = (it - cfg.warmup_iters) / max(decay_iters - cfg.warmup_iters, 1)
-  return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-def adamw_update(params, grads, exp_avg, exp_avg_sq, decays, lr, step, beta1, beta2, grad_clip, eps=1e-8):
-  """One torch.optim.AdamW step (after torch's clip_grad_norm_) as tinygrad ops: returns the tensors to realize.
-  `lr` and `step` are Tensors so one compiled step serves every iteration."""
-  from tinygrad import Tensor
-  if grad_clip > 0:
-    # each gradient's sum of squares is a kernel of its own. Left lazy, tinygrad fuses the whole norm (a reduction over
-    # every gradient) into each parameter's update kernel, where a GPU recomputes it in every thread block (issue 13's
-    # r_2816_..._16384 kernels, 60% of a CUDA step); as one kernel of its own, all its sums but one would run serially
-    # in each of that kernel's few GPU threads
-    norm = Tensor.stack(*[(g.float() * g.float()).sum().contiguous() for g in grads]).sum().sqrt()
-    clip = (grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()
-    grads = [g * clip for g in grads]
-  bias1, bias2 = 1 - beta1 ** step, 1 - beta2 ** step
-  out = []
-  for p, g, m, v, wd in zip(params, grads, exp_avg, exp_avg_sq, decays):
-    m.assign(beta1 * m + (1 - beta1) * g)
-    v.assign(beta2 * v + (1 - beta2) * g * g)
-    p_decayed = p * (1 - lr * wd) if wd else p
-    p.assign((p_decayed - (lr / bias1) * m / (v.sqrt() / bias2.sqrt() + eps)).cast(p.dtype))
-    out += [p, m, v]
-  return out
-
 # *** data and tokenizer ***
 
 def resolve_data(cfg: TrainConfig) -> tuple[Path, Path]:
@@ -239,10 +207,9 @@ def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
 # *** one training iteration: compiled steps and the optimizer state they update ***
 
 class TrainSteps:
-  """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW) and eval_loss,
-  each compiled when cfg.compile (replay.ReplayJit: TinyJit, then its kernels replayed on every core). Their inputs are
-  fixed tensors that each call uploads the new batch (or lr and step) into. The optimizer state lives here, shaped
-  like the (padded) weights; checkpoints hold it in logical shapes, like the weights."""
+  """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW: `opt`) and
+  eval_loss, each compiled when cfg.compile (replay.ReplayJit: TinyJit, then its kernels replayed on every core). Their
+  inputs are fixed tensors that each call uploads the new batch (or lr and step) into."""
   def __init__(self, model, cfg: TrainConfig):
     from tinygrad import Tensor, dtypes
     from tinygrad.helpers import LRU
@@ -251,14 +218,13 @@ class TrainSteps:
     # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
     # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
     LRU.value = 0
-    self.model, self.cfg, self.opt_step = model, cfg, 0
-    self.params = model.parameters()
-    # on several devices (model.shard) the optimizer state is replicated like the weights and each batch is split
+    self.model, self.cfg, self.params = model, cfg, model.parameters()
+    self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
+    # on several devices (model.shard) the gradients are replicated like the weights and each batch is split
     devices = model.weights["norm.weight"].device
     on = (lambda t, axis=None: t.shard(devices, axis)) if isinstance(devices, tuple) else (lambda t, axis=None: t)
     zeros = lambda *shape, dtype=dtypes.float32, axis=None: on(Tensor.zeros(*shape, dtype=dtype), axis).contiguous().realize()
-    self.exp_avg, self.exp_avg_sq, self.grad_acc = ([zeros(*p.shape) for p in self.params] for _ in range(3))
-    self.decays = [cfg.weight_decay if p.ndim >= 2 else 0.0 for p in self.params]
+    self.grad_acc = [zeros(*p.shape) for p in self.params]
     self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
     self.lr_step = (zeros(1), zeros(1))
     self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
@@ -276,9 +242,7 @@ class TrainSteps:
 
   def _update_step(self, lr, step):
     from tinygrad import Tensor
-    c = self.cfg
-    out = adamw_update(self.params, self.grad_acc, self.exp_avg, self.exp_avg_sq, self.decays, lr, step, c.beta1, c.beta2, c.grad_clip)
-    Tensor.realize(*out, *[a.assign(a.zeros_like()) for a in self.grad_acc])
+    Tensor.realize(*self.opt.update(self.grad_acc, lr, step), *[a.assign(a.zeros_like()) for a in self.grad_acc])
     return lr
 
   def _eval_loss(self, x, y): return self.model(x).sparse_categorical_crossentropy(y).realize()
@@ -299,24 +263,9 @@ class TrainSteps:
     return self._eval()
 
   def update(self, lr: float) -> None:
-    self.opt_step += 1
-    self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt_step], np.float32))
+    self.opt.step += 1
+    self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt.step], np.float32))
     self._update()
-
-  def optimizer_state(self) -> dict[str, np.ndarray]:
-    shapes, out = self.model.shapes, {}
-    for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
-      out["exp_avg." + n], out["exp_avg_sq." + n] = unpadded(m, shapes[n]), unpadded(v, shapes[n])
-    return out
-
-  def load_optimizer_state(self, state: dict[str, np.ndarray], opt_step: int) -> None:
-    from tinystory.device import tensor_like
-    from tinystory.model import pad_array
-    self.opt_step = opt_step
-    for n, m, v in zip(self.model.weights, self.exp_avg, self.exp_avg_sq):
-      for t, key in ((m, "exp_avg." + n), (v, "exp_avg_sq." + n)):
-        if key not in state: raise UserError(f"checkpoint optimizer state lacks {key}")
-        t.assign(tensor_like(t, pad_array(state[key].astype(np.float32), t.shape))).realize()
 
 # *** the run ***
 
@@ -625,7 +574,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   set_rng_state(resume.meta["rng_state"] if resume else {"seed": cfg.seed, "counter": None}, device)
 
   steps = TrainSteps(model, cfg)
-  if resume: steps.load_optimizer_state(resume.opt, resume.meta["opt_step"])
+  if resume: steps.opt.load_state_dict(resume.opt, resume.meta["opt_step"], model.shapes)
   if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := kernel_opts.describe()):
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
         f"an uninterrupted run's by rounding")
@@ -659,13 +608,13 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   losses = {"val": saved["val_loss"] if saved else math.inf}  # the last eval's, which a Ctrl-C save is judged by
   def checkpoint():
     nonlocal saved, good
-    weights, opt = model_weights(model), steps.optimizer_state()
+    weights, opt = model_weights(model), steps.opt.state_dict(model.shapes)
     if bad := next((n for n, a in {**weights, **opt}.items() if not np.isfinite(a).all()), None):
       diverge(f"{bad} is not finite", iter_num - 1)  # never saved over a good checkpoint
     trained = looks_trained(losses["val"], lowest_val, unigram)
     log(f"saving checkpoint to {cfg.out_dir}")
     save_checkpoint(rdir, weights, opt, {
-      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt_step,
+      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt.step,
       "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
       "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions(),
       "val_loss": losses["val"], "lowest_val_loss": lowest_val, "looks_trained": trained},
