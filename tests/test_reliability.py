@@ -70,8 +70,8 @@ def rmtree(path, *a, **kw):
   return real_rmtree(path, *a, **kw)
 ck.shutil.rmtree = rmtree
 ck.save_checkpoint = save
-import tinystory.train
-tinystory.train.save_checkpoint = save
+import tinystory.rundir
+tinystory.rundir.save_checkpoint = save
 sys.argv = ["cli.py", "train", *sys.argv[4:]]
 import cli
 cli.main()
@@ -103,13 +103,13 @@ def test_kill_9_during_saves_then_resume(tmp_path):
 
 FULL_AFTER_FIRST_SAVE = """
 import resource, sys
-import tinystory.train
-real = tinystory.train.save_checkpoint
+import tinystory.rundir
+real = tinystory.rundir.save_checkpoint
 def save(rdir, *a, **kw):
   real(rdir, *a, **kw)
   limit = (rdir / "ckpt" / "model.safetensors").stat().st_size - 1  # the next save's first file does not fit
   resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
-tinystory.train.save_checkpoint = save
+tinystory.rundir.save_checkpoint = save
 sys.argv = ["cli.py", "train", *sys.argv[1:]]
 import cli
 cli.main()

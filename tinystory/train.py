@@ -8,15 +8,16 @@ import contextlib, dataclasses, json, math, os, platform, shlex, shutil, signal,
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive, open_append, option, remove_created, UserError,
-                       write_atomic, write_error)
+from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive, option, remove_created, UserError,
+                       write_atomic)
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
-                                  replace_dir, save_checkpoint, training_lock)
+                                  training_lock)
 from tinystory import kernel_opts
 from tinystory.device import devices_of, set_device
 from tinystory.optim import AdamW, get_lr, weight_decays
+from tinystory.rundir import RunRecord
 from tinystory.recipe import describe as describe_recipe
-from tinystory.log import drop_torn_line, fmt_duration, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
+from tinystory.log import fmt_duration, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
 
 @dataclass
 class TrainConfig:
@@ -278,6 +279,15 @@ def estimate_mfu(model, tokens_per_iter: int, dt: float, peak_flops: float) -> f
   """llama2.c's model flops utilisation: flops_per_token * tokens_per_iter per dt, against peak_flops."""
   return flops_per_token(model) * tokens_per_iter / dt / peak_flops
 
+def checkpoint_run(run: RunRecord, model, steps: TrainSteps, train_batches, device, meta: dict, val_loss: float) -> None:
+  """Checkpoint the run: the weights, the optimizer state and the positions of the data and of the dropout RNG."""
+  run.save(model_weights(model), steps.opt.state_dict(model.shapes), {**meta, "opt_step": steps.opt.step,
+           "data_state": train_batches.state(), "rng_state": rng_state(device)}, val_loss)
+
+def estimate_loss(steps: TrainSteps, batches, eval_iters: int) -> float:
+  """llama2.c's estimate_loss for one split: the mean loss of eval_iters batches of it."""
+  return float(np.mean([steps.eval_loss(*batches.next_batch()).item() for _ in range(eval_iters)]))
+
 class Interrupted:
   """SIGINT (Ctrl-C) or SIGTERM (kill, timeout, systemd, job schedulers) sets a flag that the loop checks between
   steps (so a step is never cut in half): it saves and stops. A second signal aborts at once. `signum` is the first
@@ -401,20 +411,6 @@ def check_diverged(run_config: dict, meta: dict, changes: list, cfg: TrainConfig
 def divergence_advice(cfg: TrainConfig) -> str:
   return (f"a lower --learning_rate (now {cfg.learning_rate:g}; e.g. --learning_rate={cfg.learning_rate / 10:g})" +
           ("" if cfg.grad_clip else " or --grad_clip=1.0"))
-
-def checkpoint_record(ck: Path) -> dict | None:
-  """{"iter", "val_loss", "dir"} of a checkpoint kept as ckpt.good, from its ckpt.json; None if there is none."""
-  try: meta = json.loads((ck / "ckpt.json").read_text(encoding="utf-8"))
-  except (OSError, ValueError): return None
-  rec = {"iter": meta.get("iter_num"), "val_loss": meta.get("val_loss"), "dir": ck.name} if isinstance(meta, dict) else {}
-  return rec if all(isinstance(rec.get(k), (int, float)) and not isinstance(rec.get(k), bool) for k in ("iter", "val_loss")) else None
-
-def looks_trained(val_loss: float, lowest_val_loss: float, unigram_loss: float) -> bool:
-  """Whether a checkpoint saved at an eval of `val_loss` is one to go back to when the run diverges later: better than
-  the tokens' own frequencies predict (the val data's unigram entropy) and within 1 nat of the run's lowest val loss.
-  A diverging run's last finite checkpoints are typically neither: weights of ~1e8 that predict a nearly uniform
-  distribution, or a loss far above the run's best."""
-  return val_loss < unigram_loss and val_loss <= lowest_val_loss + 1.0
 
 # *** the command ***
 
@@ -579,84 +575,29 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
         f"an uninterrupted run's by rounding")
 
-  def estimate_loss() -> dict[str, float]:
-    out = {}
-    for split, ds in (("train", batches("train")), ("val", batches("all", shards=val_dir) if val_dir else batches("val"))):
-      out[split] = float(np.mean([steps.eval_loss(*ds.next_batch()).item() for _ in range(cfg.eval_iters)]))
-    return out
-
-  metrics_path = rdir / "metrics.jsonl"
-  drop_torn_line(metrics_path)  # a killed run's half-written record
-  try:  # opened once (record() runs every iteration), never through a link planted in the run dir
-    metrics = open_append(metrics_path)
-  except OSError as e: raise write_error(metrics_path, e) from None
-  def record(**kw):
-    try:
-      metrics.write(json.dumps(kw) + "\n")
-      metrics.flush()
-    except OSError as e:
-      with contextlib.suppress(OSError): metrics.close()  # the unwritten record is dropped, not retried at exit
-      raise write_error(metrics_path, e) from None
-
-  # the checkpoints a divergence can send the user back to: the last saved, and the last that looked trained
-  saved = good = None  # {"iter", "val_loss", "dir"}
-  if resume:
-    saved = {"iter": iter_num, "val_loss": resume.meta.get("val_loss", best_val_loss), "dir": CKPT}
-    good = saved if resume.meta.get("looks_trained", True) else checkpoint_record(rdir / GOOD)
-  lowest_val = resume.meta.get("lowest_val_loss", best_val_loss) if resume else math.inf
-  unigram = pretok.unigram_loss(val_dir, "all") if val_dir else pretok.unigram_loss(shard_dir, "val")
-  losses = {"val": saved["val_loss"] if saved else math.inf}  # the last eval's, which a Ctrl-C save is judged by
-  def checkpoint():
-    nonlocal saved, good
-    weights, opt = model_weights(model), steps.opt.state_dict(model.shapes)
-    if bad := next((n for n, a in {**weights, **opt}.items() if not np.isfinite(a).all()), None):
-      diverge(f"{bad} is not finite", iter_num - 1)  # never saved over a good checkpoint
-    trained = looks_trained(losses["val"], lowest_val, unigram)
-    log(f"saving checkpoint to {cfg.out_dir}")
-    save_checkpoint(rdir, weights, opt, {
-      "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss, "opt_step": steps.opt.step,
-      "config": dataclasses.asdict(cfg), "data_state": train_batches.state(), "rng_state": rng_state(device),
-      "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256, "versions": versions(),
-      "val_loss": losses["val"], "lowest_val_loss": lowest_val, "looks_trained": trained},
-      keep_old=not trained and good is saved and good is not None)  # the last good one becomes ckpt.good
-    if trained: shutil.rmtree(rdir / GOOD, ignore_errors=True)
-    elif good is saved and good is not None: good = {**good, "dir": GOOD}
-    saved = {"iter": iter_num, "val_loss": losses["val"], "dir": CKPT}
-    if trained: good = saved
-
-  def diverge(what: str, step: int):
-    """Stop a run whose loss or weights are no longer finite, recorded in config.json for a later resume, with the
-    last checkpoint that looked trained (looks_trained) in ckpt/ to continue from."""
-    run_config["diverged"] = {"iter": step, "what": what}
-    write_atomic(config_path, json.dumps(run_config, indent=1))
-    if good and good["dir"] == GOOD:  # always_save_checkpoint saved untrained-looking ones over it: it goes back
-      replace_dir(rdir / CKPT, rdir / (CKPT + ".diverged"))
-      os.replace(rdir / GOOD, rdir / CKPT)
-      log(f"put the checkpoint of step {good['iter']} back in {rdir / CKPT}; the later one, of step {saved['iter']} "
-          f"(val loss {saved['val_loss']:.4f}), is now {rdir / (CKPT + '.diverged')}")
-    if good:
-      where = (f"the last checkpoint that looked trained, step {good['iter']} (val loss {good['val_loss']:.4f}), is in "
-               f"{rdir / CKPT}: continue it with --init_from=resume and")
-    elif saved:
-      where = (f"no checkpoint looks trained (the last, step {saved['iter']}, has val loss {saved['val_loss']:.4f}, no "
-               f"better than the tokens' frequencies alone predict, {unigram:.4f}): start again with --overwrite=True and")
-    else: where = "no checkpoint was saved: start again with"
-    raise UserError(f"{what} at step {step}: training stopped; {where} {divergence_advice(cfg)}")
+  run = RunRecord(rdir, cfg.out_dir, run_config, pretok.unigram_loss(val_dir, "all") if val_dir else pretok.unigram_loss(shard_dir, "val"),
+                  divergence_advice(cfg), resume.meta if resume else None)
+  val_batches = lambda: batches("all", shards=val_dir) if val_dir else batches("val")
+  # ckpt.json's fields that stay the same all run
+  fixed = {"model_args": model_args, "config": dataclasses.asdict(cfg), "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256,
+           "versions": versions()}
 
   peak = cfg.peak_flops or (3e11 if on_cpu else 312e12)
   if wandb: wandb.init(project=cfg.wandb_project, name=cfg.wandb_run_name, config=dataclasses.asdict(cfg))
   t_start = t0 = time.time()
   local_iter, running_mfu, ema_dt = 0, -1.0, None
+  losses = {"val": run.saved["val_loss"] if run.saved else math.inf}  # the last eval's: a Ctrl-C save is judged by it
   while True:
     lr = get_lr(iter_num, cfg)
     if iter_num % cfg.eval_interval == 0:
-      losses = estimate_loss()
-      lowest_val = min(lowest_val, losses["val"])
+      losses = {"train": estimate_loss(steps, batches("train"), cfg.eval_iters),
+                "val": estimate_loss(steps, val_batches(), cfg.eval_iters)}
+      run.lowest_val = min(run.lowest_val, losses["val"])
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-      if not all(map(math.isfinite, losses.values())): diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
+      if not all(map(math.isfinite, losses.values())): run.diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
       # the pinv unembedding needs E of full rank: log its Gram's condition number, stop clearly if it is lost
       cond = check_full_rank(model.weights["tok_embeddings.weight"][:tok.vocab_size]) if uses_pinv(model.args) else None
-      record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
+      run.record(iter=iter_num, train_loss=losses["train"], val_loss=losses["val"], lr=lr, tokens=iter_num * tokens_per_iter,
              time=time.time() - t_start, gram_cond=cond)
       if wandb:  # llama2.c's series, and its handling of a failure
         try: wandb.log({"iter": iter_num, "tokens": iter_num * tokens_per_iter, "loss/train": losses["train"],
@@ -664,7 +605,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
         except Exception as e: log(f"logging to wandb failed: {e}")
       if losses["val"] < best_val_loss or cfg.always_save_checkpoint:
         best_val_loss = losses["val"]
-        if iter_num > 0: checkpoint()
+        if iter_num > 0: checkpoint_run(run, model, steps, train_batches, device, {**fixed, "iter_num": iter_num, "best_val_loss": best_val_loss}, losses["val"])
     if iter_num == 0 and cfg.eval_only: break
 
     for _ in range(cfg.gradient_accumulation_steps):
@@ -673,9 +614,9 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     lossf = loss.item()  # the last micro-batch's loss, as llama2.c logs it
     t1 = time.time()
     dt, t0 = t1 - t0, t1
-    if not math.isfinite(lossf): diverge(f"loss is {lossf}", iter_num)
+    if not math.isfinite(lossf): run.diverge(f"loss is {lossf}", iter_num)
     if local_iter >= 1: ema_dt = dt if ema_dt is None else 0.9 * ema_dt + 0.1 * dt
-    record(iter=iter_num, loss=lossf, lr=lr, dt=dt, tokens=(iter_num + 1) * tokens_per_iter, time=t1 - t_start)
+    run.record(iter=iter_num, loss=lossf, lr=lr, dt=dt, tokens=(iter_num + 1) * tokens_per_iter, time=t1 - t_start)
     if iter_num % cfg.log_interval == 0:
       if local_iter >= 5:
         mfu = estimate_mfu(model, tokens_per_iter, dt, peak)
@@ -685,13 +626,13 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
           f"{tokens_per_iter / dt:,.0f} tok/s | eta {eta}")
     iter_num += 1
     local_iter += 1
-    if interrupted.flag:
-      checkpoint()
+    if interrupted.flag:  # saved as of the last eval's val loss
+      checkpoint_run(run, model, steps, train_batches, device, {**fixed, "iter_num": iter_num, "best_val_loss": best_val_loss}, losses["val"])
       how = "interrupted" if interrupted.signum == signal.SIGINT else f"{signal.Signals(interrupted.signum).name} received"
       log(f"{how}: saved step {iter_num} to {rdir / CKPT}; continue with --init_from=resume --out_dir={cfg.out_dir}")
       break
     if iter_num > cfg.max_iters: break
-  metrics.close()
+  run.close()
   if wandb: wandb.finish()
   return {"iter_num": iter_num, "best_val_loss": best_val_loss, "run_dir": str(rdir), "interrupted": interrupted.flag,
           "signal": interrupted.signum}
