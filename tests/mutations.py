@@ -79,6 +79,15 @@ MUTATIONS = {
     "tinystory/optim.py", "(g.float() * g.float()).sum().contiguous() for g in grads]).sum().sqrt()\n      clip = (self.grad_clip / (norm + 1e-6)).minimum(1.0).contiguous()",
     "(g.float() * g.float()).sum() for g in grads]).sum().sqrt()\n      clip = (self.grad_clip / (norm + 1e-6)).minimum(1.0)",
     ["tests/test_bench.py::test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little"]),
+  "bench workers: the working directory on their path (a tinystory there shadows the command's)": (
+    "tinystory/bench.py", '[sys.executable, "-P", "-m", *cmd]', '[sys.executable, "-m", *cmd]',
+    ["tests/test_install.py::test_bench_workers_import_the_commands_tinystory"]),
+  "export-log: paths relative to the project root, not the working directory": (
+    "tinystory/export.py", "Path.cwd().resolve()", "Path(__file__).resolve().parent.parent",
+    ["tests/test_install.py::test_export_log_names_paths_as_typed_in_the_working_directory"]),
+  "versions(): a made-up tinygrad version": (
+    "tinystory/replay.py", 'try: return version("tinygrad")', 'try: return "0.14.0"',
+    ["tests/test_install.py::test_versions_reads_tinygrads_installed_version"]),
 }
 
 def run(name: str) -> str:

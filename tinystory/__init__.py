@@ -116,6 +116,6 @@ def option(default, help: str):
   return dataclasses.field(default=default, metadata={"help": help})
 
 # The seed run's model (llama2.c's ModelArgs names; hidden_dim None: 341 by llama2.c's rule). Here, not in model.py, so
-# that train's defaults, the CLI and the PyTorch twin (bench/torch_llama.py) read it without importing tinygrad.
+# that train's defaults, the CLI and the PyTorch twin (torch_llama.py) read it without importing tinygrad.
 SEED_MODEL = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1,
                   norm_eps=1e-5, max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")

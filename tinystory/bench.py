@@ -6,10 +6,9 @@ absolute numbers from different runs; the JSON records the load average before a
 """
 import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
+import tinystory
 from tinystory import SEED_MODEL, UserError, write_atomic
 from tinystory.log import log
-
-ROOT = Path(__file__).resolve().parent.parent
 
 def peak_rss_mb() -> float:
   kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -179,8 +178,16 @@ def worker(argv: list[str]) -> None:
 
 # *** the bench command: run the workers, print ratios ***
 
+def worker_env(env: dict) -> dict:
+  """`env` for a worker that imports this very tinystory, wherever it came from (an install, or the checkout that
+  `python cli.py` runs from) and whatever the working directory holds: workers run with -P (no entry for the cwd),
+  and the package's directory leads PYTHONPATH unless the worker finds it on its path anyway (site-packages, PYTHONPATH)."""
+  home = Path(tinystory.__file__).resolve().parent.parent
+  if home in {Path(p).resolve() for p in sys.path[1:] if p}: return env
+  return {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(home), env.get("PYTHONPATH")]))}
+
 def run_worker(cmd: list[str], env: dict) -> dict:
-  p = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, env=env, capture_output=True, text=True)
+  p = subprocess.run([sys.executable, "-P", "-m", *cmd], env=worker_env(env), capture_output=True, text=True)
   if p.returncode != 0:
     tail = (p.stderr.strip().splitlines() or ["(no output)"])[-1]
     raise UserError(f"benchmark worker `{' '.join(cmd)}` failed: {tail}")
@@ -209,7 +216,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
     raise UserError("--against torch needs PyTorch: pip install '.[bench]' (a CPU build: pip install torch==2.13.0)")
   if "torch" in against and torch_device is None: raise UserError(f"--against torch: PyTorch has no device for tinygrad's {dev}")
   if "torch" in against and cfg["unembedding"] not in ("pinv", "tied"):
-    raise UserError(f"--against torch: the PyTorch twin (bench/torch_llama.py) has the pinv and tied unembeddings, not "
+    raise UserError(f"--against torch: the PyTorch twin (tinystory/torch_llama.py) has the pinv and tied unembeddings, not "
                     f"{cfg['unembedding']!r}")
   env = {**os.environ, **({"BEAM": str(beam)} if beam else {})}
   args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens),
@@ -228,7 +235,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
     ours.append(run_worker(["tinystory.bench", "--worker", "train", *args, "--kernels", str(kernels if r == 0 else 0)], env))
     if "torch" in against:
       log(f"torch_eager: training on {torch_device}{of} ...")
-      eager.append(run_worker(["bench.torch_llama", "--mode", "train", "--compile", "0", *targs], env))
+      eager.append(run_worker(["tinystory.torch_llama", "--mode", "train", "--compile", "0", *targs], env))
   res.update(median_run(ours), device_name=ours[0]["device_name"])
   res.update({k: v for k, v in ours[0].items() if k.startswith("kernels")})  # listed by the first round only
   log(f"tinygrad: sampling on {dev} ...")
@@ -238,9 +245,9 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   if "torch" in against:
     res["against"] = {"torch_eager": median_run(eager)}
     log(f"torch_compile: training on {torch_device} ...")
-    res["against"]["torch_compile"] = run_worker(["bench.torch_llama", "--mode", "train", "--compile", "1", *targs], env)
+    res["against"]["torch_compile"] = run_worker(["tinystory.torch_llama", "--mode", "train", "--compile", "1", *targs], env)
     log(f"torch_eager: sampling on {torch_device} (llama2.c's sample.py: no KV cache) ...")
-    ts = run_worker(["bench.torch_llama", "--mode", "sample", "--compile", "0", *targs], env)
+    ts = run_worker(["tinystory.torch_llama", "--mode", "sample", "--compile", "0", *targs], env)
     res["against"]["torch_eager"].update(sample_tokens_per_s=ts["sample_tokens_per_s"], sample_peak_rss_mb=ts["peak_rss_mb"])
     for name, r in res["against"].items():
       if r["device"] != torch_device: continue  # never a ratio between two devices

@@ -15,7 +15,6 @@ from tinystory import UserError
 from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text, training_pid
 from tinystory.log import fmt_duration, log, logger
 
-ROOT = Path(__file__).resolve().parent.parent  # the project root: commands in the record are run from here
 TOKENS_LINE = "tokens per iteration will be:"
 OVERRIDING = ("Overriding: ", "Overriding config with ")  # an invocation's first lines: a recipe's, then each typed option
 ITER_RE = re.compile(r"^(\d+) \| loss ")
@@ -114,9 +113,10 @@ class _Collect(logging.Handler):
   def emit(self, record): self.chunks.append(record.getMessage() + "\n")
 
 def shown_path(p: Path) -> str:
-  """A path as it is typed in the project root: relative to it when inside it, else absolute."""
-  p = p.resolve()
-  return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+  """A path as it is typed where export-log runs, as the record's commands are (llama2.c's run from where the user
+  is): relative to the working directory when inside it, else absolute."""
+  p, cwd = p.resolve(), Path.cwd().resolve()
+  return str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(p)
 
 def sample_command(rdir: Path, overrides: list[tuple[str, object]]) -> tuple[str, list[tuple[str, object]]]:
   """(the `sample` command that reproduces the sample, its overrides in the order that command gives them)."""

@@ -130,10 +130,16 @@ class Replay:
 
 TINYGRAD = "0.14.0"  # setup.cfg's pin
 
+def tinygrad_version() -> str:
+  """The installed tinygrad's version, from its distribution's metadata: tinygrad itself has no __version__. 'unknown'
+  for one imported from a directory that was never installed (a checkout on PYTHONPATH)."""
+  from importlib.metadata import PackageNotFoundError, version
+  try: return version("tinygrad")
+  except PackageNotFoundError: return "unknown"
+
 @functools.cache
 def tinygrad_is_pinned() -> bool:
-  from importlib.metadata import version
-  if (v := version("tinygrad")) == TINYGRAD: return True
+  if (v := tinygrad_version()) == TINYGRAD: return True
   log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py and kernel_opts.py read: kernels run through "
       f"TinyJit, on one core, as tinygrad's heuristics optimise them")
   return False

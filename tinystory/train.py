@@ -639,8 +639,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
 
 
 def versions() -> dict:
-  import tinygrad
-  return {"tinystory": __version__, "tinygrad": getattr(tinygrad, "__version__", "0.14.0"), "numpy": np.__version__,
+  from tinystory.replay import tinygrad_version
+  return {"tinystory": __version__, "tinygrad": tinygrad_version(), "numpy": np.__version__,
           "python": platform.python_version(), "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} cpus",
           "kernel_opts": kernel_opts.describe()}
 

@@ -1,7 +1,7 @@
 """PyTorch baseline: the seed model (llama2.c's model.py + pinv unembedding + w1 bias), timed for training and sampling.
 
 Run one measurement per process so peak RSS and torch.compile caches belong to that measurement alone:
-  python -m bench.torch_llama --mode train --compile 0 --json
+  python -m tinystory.torch_llama --mode train --compile 0 --json
 """
 import argparse, json, math, os, resource, statistics, time
 import torch

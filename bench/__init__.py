@@ -1,1 +1,0 @@
-"""Baselines that tinystory's bench command compares against (each run as a subprocess)."""
