@@ -13,7 +13,7 @@ from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   replace_dir, save_checkpoint, training_lock, unpadded)
 from tinystory import kernel_opts
-from tinystory.device import devices_of, set_device
+from tinystory.device import choose_for, devices_of, set_device
 from tinystory.recipe import describe as describe_recipe
 from tinystory.log import drop_torn_line, fmt_duration, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
 
@@ -596,7 +596,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
   else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}" +
             "".join(f", its {k} {v}" for k, v in from_model.items()))
-  model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed)
+  model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed, grad_chunk=choose_for(device).grad_chunk)
   if isinstance(device, tuple):
     model.shard(device)
     log(f"data parallel over {len(device)} devices ({', '.join(device)}): each micro-batch of {cfg.batch_size} is split "
