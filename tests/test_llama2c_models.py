@@ -103,7 +103,7 @@ def test_eval_counts_the_texts_characters_not_the_dummy_prefix(files):
 # *** text as run.c prints it ***
 
 def test_sample_after_bos_prints_no_dummy_prefix_space(files):
-  from tinystory.exchange import load_model_file
+  from tinystory.loader import load_model_file
   from tinystory.sample import CachedDecoder, generate
   res = invoke("sample", "--checkpoint", files["model"], "--start", "", "--temperature=0", "--max_new_tokens=40",
                "--no-preamble")

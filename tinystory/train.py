@@ -102,7 +102,7 @@ NOT_RESUMED = ("init_from", "out_dir", "overwrite")
 RUN_FILES = ("train.log", "metrics.jsonl", "config.json", "tokenizer.tok", "sample.txt")  # what --overwrite deletes, with ckpt*
 
 def validate(cfg: TrainConfig) -> None:
-  from tinystory.exchange import is_model_file
+  from tinystory.loader import is_model_file
   need_positive(cfg, "eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps")
   for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
     need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
@@ -517,7 +517,7 @@ def model_file_options(cfg: TrainConfig, given: dict) -> tuple[TrainConfig, dict
   tokenizer (tokenizer.bin beside the .bin, the directory's tokenizer.json), so that the data is tokenized as the
   model was trained; a longer --max_seq_len than the model's is refused (its RoPE and weights were never trained on one).
   Returns the options and what was taken from the model file."""
-  from tinystory.exchange import model_file_context
+  from tinystory.loader import model_file_context
   from tinystory.tokenizer import load_tokenizer
   ctx, vocab, own_tok = model_file_context(cfg.init_from)
   changes = {}
@@ -573,7 +573,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     tok = load_tokenizer(tok_path)
     model_args, init_weights = model_args_for(cfg, tok.vocab_size), None
     if cfg.init_from != "scratch":  # a model file: its shape and weights (its vocabulary must be the data tokenizer's)
-      from tinystory.exchange import load_model_file
+      from tinystory.loader import load_model_file
       src, _ = load_model_file(cfg.init_from, tok_path)
       model_args = {**dataclasses.asdict(src.args), "dropout": cfg.dropout, "max_seq_len": cfg.max_seq_len}
       init_weights = model_weights(src)
