@@ -22,8 +22,7 @@ def unembedding_weights(model) -> dict[str, np.ndarray]:
 def export_model(run: str, fmt: str, out: str) -> list[Path]:
   """Write the model of RUN (a run dir, checkpoint dir or run name) and its tokenizer in format `fmt` into dir `out`."""
   from tinystory.checkpoint import resolve_checkpoint, run_of
-  from tinystory.loader import load_model
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_model, load_tokenizer
   if fmt not in FORMATS: raise UserError(f"--format {fmt!r} is unknown: expected one of {', '.join(FORMATS)}")
   if not run: raise UserError("give the run to export (a run dir such as runs/out)")
   ck = resolve_checkpoint(run)

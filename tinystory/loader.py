@@ -20,7 +20,6 @@ def load_for_inference(checkpoint: str, tokenizer: str = ""):
   Face directory (load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
   tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
   from tinystory.checkpoint import resolve_checkpoint, run_of
-  from tinystory.tokenizer import load_tokenizer
   if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
   ck = resolve_checkpoint(checkpoint)
   model, meta = load_model(ck)
@@ -104,10 +103,35 @@ def load_model_file(path, tokenizer_path=None):
         raise UserError(f"{p / 'config.json'}: {key} is {cfg.get(key)!r} but the tokenizer's is {want}: not this model's tokenizer")
   return model, tok
 
+def load_tokenizer(path):
+  """Read a tokenizer file of any kind the project reads, told apart by its contents (tokenizer_format): a .tok
+  written by Tokenizer.save, llama2.c's tokenizer.bin (llama2c.RunCTokenizer: run.c's encoder and decoder) or a
+  tokenizer.json written by `export-model --format hf`. Any problem is a UserError naming the file and its format.
+  Here, above the formats, not in tokenizer.py: llama2c.py and hf.py build their readers on tokenizer.py's Tokenizer."""
+  try: raw = Path(path).read_bytes()
+  except FileNotFoundError: raise UserError(f"tokenizer file {path} does not exist") from None
+  except IsADirectoryError: raise UserError(f"tokenizer {path} is a directory, expected a file (.tok, tokenizer.bin or tokenizer.json)") from None
+  except OSError as e: raise UserError(f"cannot read tokenizer file {path}: {e.strerror}") from None
+  from tinystory.tokenizer import looks_like_tokenizer_bin, parse_tok, tokenizer_format
+  fmt = tokenizer_format(raw, path)
+  if fmt == "bin":
+    from tinystory.llama2c import parse_tokenizer_bin
+    if looks_like_tokenizer_bin(raw): return parse_tokenizer_bin(raw, path)
+    try: return parse_tokenizer_bin(raw, path)
+    except UserError as e:  # binary, but not clearly a tokenizer.bin: say what it is not, as either
+      try: raw.decode()
+      except UnicodeDecodeError as u: start = u.start
+      why = str(e).partition("read as a llama2.c tokenizer.bin: ")[2]
+      raise UserError(f"{path} is not a valid tokenizer file: not UTF-8 text (byte {start}), and not a llama2.c "
+                      f"tokenizer.bin ({why})") from None
+  if fmt == "json":
+    from tinystory.hf import parse_tokenizer_json
+    return parse_tokenizer_json(raw, path)
+  return parse_tok(raw, path)
+
 def load_any_tokenizer(path: Path, vocab_size: int):
-  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin (tokenizer.load_tokenizer), which must
+  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin (load_tokenizer), which must
   have `vocab_size` tokens."""
-  from tinystory.tokenizer import load_tokenizer
   if not path.is_file(): raise UserError(f"tokenizer {path} does not exist: pass --tokenizer (a tokenizer.bin or .tok)")
   tok = load_tokenizer(path)
   if tok.vocab_size != vocab_size:

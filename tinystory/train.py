@@ -194,7 +194,7 @@ def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
   """The shard dir of --val_data (None when not given): a prepared one as it is, raw sources prepared with the run's
   tokenizer into the cache. Every shard of it is val data."""
   from tinystory import data, pretok
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   if not (sources := data.source_list(val_data)): return None
   tok = load_tokenizer(tok_path)
   if shard_dir := pretok.prepared_dir(sources):
@@ -209,7 +209,7 @@ def import_wandb():
   return wandb
 
 def check_vocab_size(cfg: TrainConfig, tok_path: Path):
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   tok = load_tokenizer(tok_path)
   if cfg.vocab_size and cfg.vocab_size != tok.vocab_size:
     raise UserError(f"--vocab_size={cfg.vocab_size} disagrees with the tokenizer {tok_path}, which has "
@@ -518,7 +518,7 @@ def model_file_options(cfg: TrainConfig, given: dict) -> tuple[TrainConfig, dict
   model was trained; a longer --max_seq_len than the model's is refused (its RoPE and weights were never trained on one).
   Returns the options and what was taken from the model file."""
   from tinystory.loader import model_file_context
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   ctx, vocab, own_tok = model_file_context(cfg.init_from)
   changes = {}
   if "max_seq_len" not in given and ctx > 0: changes["max_seq_len"] = ctx
@@ -538,7 +538,8 @@ def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interrupted: Interrupted, start_log, hold) -> dict:
   from tinystory.model import ModelArgs, Transformer, uses_pinv
-  from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
+  from tinystory.loader import load_tokenizer
+  from tinystory.tokenizer import MIN_VOCAB
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
   if recipe: log(describe_recipe(recipe))
