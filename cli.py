@@ -109,7 +109,8 @@ def tokenizer_fit(sources, kind, vocab_size, out, encoding_errors):
 @click.option("--text-file", type=click.Path(dir_okay=False), help="UTF-8 file to measure characters per token on.")
 def tokenizer_info(file, text, text_file):
   """Print a tokenizer's kind, vocab size, specials and characters per token."""
-  from tinystory.tokenizer import load_tokenizer, SPECIALS, N_SPECIAL
+  from tinystory.loader import load_tokenizer
+  from tinystory.tokenizer import SPECIALS, N_SPECIAL
   if text is not None and text_file is not None: raise UserError("give --text or --text-file, not both")
   tok, on = load_tokenizer(file), "the built-in sentence"
   if text_file is not None:
@@ -135,7 +136,7 @@ def tokenizer_info(file, text, text_file):
 @click.argument("text", required=False)
 def tokenizer_encode(file, bos, text):
   """Print the token ids of TEXT (or of stdin, read whole), space-separated."""
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   tok = load_tokenizer(file)
   click.echo(" ".join(map(str, tok.encode(sys.stdin.read() if text is None else text, bos=bos))))
 
@@ -144,7 +145,7 @@ def tokenizer_encode(file, bos, text):
 @click.argument("ids", nargs=-1)
 def tokenizer_decode(file, ids):
   """Print the text of token IDS (or of the space-separated ids on stdin) and a newline."""
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   tok = load_tokenizer(file)
   def token_id(word: str) -> int:  # the range is checked by decode
     try: return int(word)

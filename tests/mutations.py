@@ -26,7 +26,7 @@ MUTATIONS = {
   "gradient accumulation: adds g, not g / n": (
     "tinystory/train.py", "a.assign(a + g / n)", "a.assign(a + g)", ["tests/test_train_step.py"]),
   "linear: weight gradients doubled (weight not detached in the input-gradient term)": (
-    "tinystory/model.py", "y = x @ weight.detach().T + weight_grad_path(x, weight)", "y = x @ weight.T + weight_grad_path(x, weight)",
+    "tinystory/model.py", "y = x @ weight.detach().T + weight_grad_path(x, weight, chunk)", "y = x @ weight.T + weight_grad_path(x, weight, chunk)",
     ["tests/test_train_step.py"]),
   "weight_grad_path: positions paired wrongly (a transpose before the reshape)": (
     "tinystory/model.py", "xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()",
@@ -70,7 +70,7 @@ MUTATIONS = {
     "tinystory/model.py", " and parts % len(devices_of(device)) == 0 else 0", " else 0",
     ["tests/test_devices.py::test_chunked_gradients_never_straddle_two_shards_of_a_batch"]),
   "GPUs: weight gradients summed over all positions at once (a few hundred GPU threads, each a long loop)": (
-    "tinystory/device.py", "model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK", "model.WEIGHT_GRAD_CHUNK = 0",
+    "tinystory/device.py", "grad_chunk=0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK", "grad_chunk=0",
     ["tests/test_bench.py::test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little"]),
   "gradient clipping: the norm's sums in one kernel (16 GPU threads sum every gradient)": (
     "tinystory/optim.py", "(g.float() * g.float()).sum().contiguous() for g in grads", "(g.float() * g.float()).sum() for g in grads",

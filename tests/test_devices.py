@@ -21,14 +21,13 @@ def test_two_devices_train_as_one(tmp_path, monkeypatch, gpu_choices):
   one device's to float rounding (the all-reduce adds the two halves' gradients in another order). With the GPUs'
   choices (device.choose_for) made for the CPU too: weight and embedding gradients summed in chunks of 16 positions
   (of each device's 32, a micro-batch's 64)."""
-  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", model.WEIGHT_GRAD_CHUNK)  # train's choose_for sets it: restored after
   if gpu_choices: monkeypatch.setattr(device, "CPU_BACKENDS", ()), monkeypatch.setattr(device, "GPU_WEIGHT_GRAD_CHUNK", 16)
   res, one = run_train(tmp_path, *SAME, name="one")
   assert res.exit_code == 0, res.output
   res, two = run_train(tmp_path, *SAME, TWO, name="two")
   assert res.exit_code == 0, res.output
   assert "data parallel over 2 devices (CPU, CPU:1): each micro-batch of 4 is split into 2 shards of 2" in res.output
-  assert model.WEIGHT_GRAD_CHUNK == (16 if gpu_choices else 0)  # the choice both runs trained with
+  assert device.choose_for("CPU").grad_chunk == (16 if gpu_choices else 0)  # the choice both runs trained with
   (i1, l1), (i2, l2) = (zip(*exact_losses(r)) for r in (one, two))
   assert i1 == i2 == (0, 1, 2, 3, 4, 5) and np.allclose(l1, l2, rtol=1e-5, atol=0) and l1[-1] < l1[0] - 1
   (m1, w1, o1), (m2, w2, o2) = load_checkpoint(one), load_checkpoint(two)
@@ -101,7 +100,6 @@ def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
   from tinystory.device import choose_for
   monkeypatch.delenv("ALLOW_TF32", raising=False)
   monkeypatch.setattr(ALLOW_TF32, "value", 0)
-  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", model.WEIGHT_GRAD_CHUNK)  # choose_for sets it too: restored after
   for backend in ("CPU", "METAL", "AMD"):
     choose_for(backend)
     assert ALLOW_TF32.value == 0, backend
@@ -120,15 +118,14 @@ def test_chunked_gradients_never_straddle_two_shards_of_a_batch(monkeypatch):
   shards is an error in tinygrad). Both match float64 numpy."""
   from tinygrad import Tensor
   from tinygrad.helpers import Context
-  monkeypatch.setattr(model, "WEIGHT_GRAD_CHUNK", 2)
   rng = np.random.default_rng(0)
   x, w = rng.standard_normal((2, 3, 4)), rng.standard_normal((5, 4))
   E, tok = rng.standard_normal((7, 4)), rng.integers(0, 7, (2, 3))
   for devices in (None, ("CPU", "CPU:1")):
-    assert model.grad_parts(6, devices or "CPU") == (0 if devices else 3)
+    assert model.grad_parts(6, devices or "CPU", 2) == (0 if devices else 3)
     tx, tw, tt, tE = Tensor(x.astype(np.float32)), Tensor(w.astype(np.float32)), Tensor(tok), Tensor(E.astype(np.float32))
     if devices: tx, tw, tt, tE = tx.shard(devices, axis=0), tw.shard(devices), tt.shard(devices, axis=0), tE.shard(devices)
     with Context(TRAINING=1):
-      gw, gE = (model.linear(tx, tw).square().sum() + model.embed(tE, tt).square().sum()).gradient(tw, tE)
+      gw, gE = (model.linear(tx, tw, chunk=2).square().sum() + model.embed(tE, tt, chunk=2).square().sum()).gradient(tw, tE)
     np.testing.assert_allclose(gw.numpy(), 2 * np.einsum("nk,ni->ki", x.reshape(6, 4) @ w.T, x.reshape(6, 4)), rtol=1e-5)
     np.testing.assert_allclose(gE.numpy(), 2 * np.stack([E[v] * (tok == v).sum() for v in range(7)]), rtol=1e-5)

@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from tinystory import UserError
 from tinystory.checkpoint import model_weights, save_checkpoint
+from tinystory.loader import load_model, load_tokenizer
 from tinystory.model import ModelArgs, Transformer
 from tinystory.pretok import PretokDataset, _inputs, check_tokenizer_matches, load_meta, prepare
-from tinystory.sample import load_model, load_prompt
-from tinystory.tokenizer import fit_tokenizer, load_tokenizer
+from tinystory.sample import load_prompt
+from tinystory.tokenizer import fit_tokenizer
 from tinystory.train import TrainConfig, load_resume, resumed_config
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -34,7 +34,7 @@ print(json.dumps({"applied": sorted(kernel_opts.applied_here), "table": sorted(k
 def test_every_entry_matches_a_kernel_of_the_seed_step():
   """The seed config's forward + backward, rendered for the CPU on tinygrad's NULL device (nothing is compiled or
   run): each of the table's kernels is among them. A model change that alters one of those kernels fails here: the
-  table is stale, rerun `python -m tinystory.kernel_opts` on a quiet machine."""
+  table is stale, rerun `python tools/search_kernel_opts.py` on a quiet machine."""
   out = run(SEED_STEP, DEV="NULL:CLANG:x86_64,native")
   assert len(out["table"]) >= 8 and out["applied"] == out["table"]
 
@@ -93,7 +93,7 @@ def test_off_and_bad_tables(tmp_path, monkeypatch):
     if text is not None: bad.write_text(text)
     monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", str(bad))
     with pytest.raises(kernel_opts.UserError, match=rf"^TINYSTORY_KERNEL_OPTS={bad}: not a kernel table \(.*\); "
-                                                     r"expected 0, 1 or a file written by python -m tinystory.kernel_opts$"):
+                                                     r"expected 0, 1 or a file written by tools/search_kernel_opts.py$"):
       kernel_opts.table()
 
 @pytest.mark.slow
@@ -116,15 +116,16 @@ def test_a_resume_with_another_table_says_so(tmp_path, monkeypatch):
 
 SEARCH_INPUT = """
 import json
-from tinystory import kernel_opts, SEED_MODEL
+from tinystory import SEED_MODEL
+from tools.search_kernel_opts import step_kernels
 cfg = {**SEED_MODEL, "dim": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "vocab_size": 40, "max_seq_len": 16}
-seen, ms = kernel_opts.step_kernels(cfg, 2)
+seen, ms = step_kernels(cfg, 2)
 print(json.dumps({"seen": {n: len(ast_ren_opts) for n, ast_ren_opts in seen.items()}, "ms": ms}))
 """
 
 @pytest.mark.slow
 def test_the_search_gets_every_timed_kernel_with_its_ast():
-  """What the search starts from (a tiny config here): each kernel timed in a replayed forward + backward, with the
+  """What the search (tools/search_kernel_opts.py) starts from (a tiny config here): each kernel timed in a replayed forward + backward, with the
   AST and opts tinygrad's heuristics compiled it from, so BEAM can search it."""
   out = run(SEARCH_INPUT)
   assert len(out["ms"]) > 20 and set(out["ms"]) <= set(out["seen"]) and all(v > 0 for v in out["ms"].values())

@@ -10,8 +10,8 @@ from hypothesis import given, settings, strategies as st
 from cli import cli
 from tinystory import UserError
 from tinystory.llama2c import model_bin, read_tokenizer_bin
+from tinystory.loader import load_tokenizer
 from tinystory.model import rope_tables
-from tinystory.tokenizer import load_tokenizer
 
 STORIES = ["Once upon a time there was a cat. The cat liked milk.", "Tom had a red ball. He threw it high!",
            "Lily saw a big dog; the dog was happy.", "The end came soon. Café au lait, naïve!"]
@@ -103,7 +103,7 @@ def test_eval_counts_the_texts_characters_not_the_dummy_prefix(files):
 # *** text as run.c prints it ***
 
 def test_sample_after_bos_prints_no_dummy_prefix_space(files):
-  from tinystory.exchange import load_model_file
+  from tinystory.loader import load_model_file
   from tinystory.sample import CachedDecoder, generate
   res = invoke("sample", "--checkpoint", files["model"], "--start", "", "--temperature=0", "--max_new_tokens=40",
                "--no-preamble")

@@ -5,9 +5,10 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError, pretok
 
+from tinystory.loader import load_tokenizer
 from tinystory.pretok import PretokDataset, check_tokenizer_matches, load_meta, prepare
 from tinystory.synthetic import synthetic_stories
-from tinystory.tokenizer import fit_tokenizer, load_tokenizer
+from tinystory.tokenizer import fit_tokenizer
 
 STORIES = synthetic_stories(60)  # about 37,000 characters
 

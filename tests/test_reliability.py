@@ -527,7 +527,7 @@ def test_a_prepare_into_shards_a_trainer_reads_is_refused(tmp_path, char_tok):
 @pytest.mark.slow
 def test_a_failed_export_leaves_the_old_export_whole(tmp_path, monkeypatch):
   from tinystory import hf
-  from tinystory.exchange import load_model_file
+  from tinystory.loader import load_model_file
   runs = {}
   for name, dim in (("small", 16), ("big", 32)):
     res, runs[name] = run_train(tmp_path, f"--dim={dim}", "--max_iters=1", "--eval_interval=1", "--always_save_checkpoint=True", name=name)

@@ -307,7 +307,8 @@ def test_missing_corrupt_and_mismatched_inputs_are_one_line_errors(run, tmp_path
   assert res.exit_code == 1 and "no tokenizer saved with the checkpoint" in res.output and "pass --tokenizer" in res.output
 
 def test_empty_prompt_starts_from_bos_alone(run):
-  from tinystory.sample import SampleConfig, load_model, sample
+  from tinystory.loader import load_model
+  from tinystory.sample import SampleConfig, sample
   writes = []
   res = sample(SampleConfig(checkpoint=str(run), start="", max_new_tokens=6, temperature=0), write=writes.append)
   greedy = list(generate(Recompute(load_model(run / "ckpt")[0]), [1], 6, np.argmax))

@@ -5,7 +5,8 @@ from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 from cli import cli
 from tinystory import UserError
-from tinystory.tokenizer import Tokenizer, fit_tokenizer, learn_merges, load_tokenizer
+from tinystory.loader import load_tokenizer
+from tinystory.tokenizer import Tokenizer, fit_tokenizer, learn_merges
 
 def toy_stories(n=200, seed=0) -> list[str]:
   rng = random.Random(seed)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from tinygrad import Tensor
 import cli as cli_module
-import tinystory.model as model_module
 from tinystory.model import ModelArgs, Transformer
 from tinystory.checkpoint import load_checkpoint
 from tinystory.train import TrainConfig, TrainSteps
@@ -28,10 +27,10 @@ def logical(t: Tensor, shape: tuple[int, ...]) -> np.ndarray:
   assert np.count_nonzero(a) == np.count_nonzero(part), "nonzero values in the padding"
   return part
 
-def perturbed_model(args: ModelArgs, pad_to: int) -> tuple[Transformer, dict[str, np.ndarray]]:
+def perturbed_model(args: ModelArgs, pad_to: int, grad_chunk: int = 0) -> tuple[Transformer, dict[str, np.ndarray]]:
   """A model whose norm gains and biases are not 1 and 0 and whose weights are large enough that every path of the
   gradient matters (as test_model's finite-difference test), and its float64 state dict."""
-  m = Transformer(args, seed=3, pad_to=pad_to)
+  m = Transformer(args, seed=3, pad_to=pad_to, grad_chunk=grad_chunk)
   rng = np.random.default_rng(4)
   sd = {n: v.numpy().astype(np.float64) for n, v in m.state_dict().items()}
   sd = {n: v + rng.normal(0, 0.3, v.shape) if v.ndim == 1 else v * 10 for n, v in sd.items()}
@@ -66,11 +65,10 @@ STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2, 0), ("pinv", 5, 1, 2, False,
 @pytest.mark.slow
 @pytest.mark.parametrize("unembedding,vocab,pad_to,n_kv_heads,ffn_bias,compile,n_layers,chunk", STEP_VARIANTS)
 def test_train_step_gradients_match_float64_finite_differences(unembedding, vocab, pad_to, n_kv_heads, ffn_bias, compile, n_layers,
-                                                               chunk, monkeypatch):
-  monkeypatch.setattr(model_module, "WEIGHT_GRAD_CHUNK", chunk)
+                                                               chunk):
   args = ModelArgs(dim=8, n_layers=n_layers, n_heads=2, n_kv_heads=n_kv_heads, vocab_size=vocab, multiple_of=1, max_seq_len=8,
                    dropout=0.0, ffn_bias=ffn_bias, unembedding=unembedding)
-  model, sd = perturbed_model(args, pad_to)
+  model, sd = perturbed_model(args, pad_to, chunk)
   tokens, targets = batch(vocab, seed=5)
   # three micro-steps on the same batch accumulate g/3 three times: the mean gradient, g (the second call captures
   # the JIT, the third replays it: every variant of the step contributes)

@@ -8,6 +8,7 @@ import argparse, json, os, platform, resource, statistics, subprocess, sys, time
 from pathlib import Path
 import tinystory
 from tinystory import SEED_MODEL, UserError, write_atomic
+from tinystory.device import choose_for, set_device
 from tinystory.log import log
 
 def peak_rss_mb() -> float:
@@ -32,13 +33,14 @@ def device_name(dev: str) -> str:
 # the PyTorch device that runs on the same hardware as a tinygrad backend (ROCm's torch calls AMD GPUs 'cuda' too)
 TORCH_DEVICE = {"CPU": "cpu", "CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "HIP": "cuda", "METAL": "mps"}
 
-def train_driver(cfg: dict, batch_size: int):
-  """The measured code path, train.TrainSteps, on a fresh model of cfg, and a maker of random (tokens, targets)
-  batches for it."""
+def train_driver(cfg: dict, batch_size: int, grad_chunk: int = 0):
+  """The measured code path, train.TrainSteps, on a fresh model of cfg (with the device's gradient chunk, as train
+  makes it), and a maker of random (tokens, targets) batches for it."""
   import numpy as np
   from tinystory.model import ModelArgs, Transformer
   from tinystory.train import TrainConfig, TrainSteps
-  steps = TrainSteps(Transformer(ModelArgs(**cfg), seed=1337), TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
+  model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
+  steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
   rng = np.random.default_rng(0)
   return steps, lambda: [rng.integers(0, cfg["vocab_size"], (batch_size, cfg["max_seq_len"])) for _ in range(2)]
 
@@ -51,11 +53,11 @@ def kernel_times(steps, batch) -> dict[str, dict]:
     k["count"], k["ms"] = k["count"] + 1, k["ms"] + s * 1000
   return by_name
 
-def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0) -> dict:
+def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0, grad_chunk: int = 0) -> dict:
   """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens. kernels > 0:
   then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed."""
   t0 = time.perf_counter()
-  steps_, batch = train_driver(cfg, batch_size)
+  steps_, batch = train_driver(cfg, batch_size, grad_chunk)
   times, first_step_s = [], None
   for _ in range(steps + 3):  # the 1st call compiles, the 2nd captures, the 3rd replays on one core, timing each kernel
     x, y = batch()
@@ -121,7 +123,7 @@ def executed_estimates(program) -> tuple:
   threads = math.prod(int(u.src[0].vmax) if u.op is Ops.SPECIAL else int(u.vmax) + 1 for u in ids)
   return Estimates.from_uops(tuple(ids) + tuple(u for u in uops if u not in ids)), threads
 
-def measure_schedule(cfg: dict, batch_size: int) -> dict:
+def measure_schedule(cfg: dict, batch_size: int, grad_chunk: int = 0) -> dict:
   """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
   bytes (tinygrad's own estimates, from the rendered kernel) summed by kernel name, against llama2.c's estimate of the
   model's arithmetic. Run with DEV=NULL:... (RENDERERS); a first iteration realises the initial weights first."""
@@ -135,7 +137,7 @@ def measure_schedule(cfg: dict, batch_size: int) -> dict:
   from tinystory.model import ModelArgs, Transformer
   from tinystory.train import TrainConfig, TrainSteps, flops_per_token
   import numpy as np
-  model = Transformer(ModelArgs(**cfg), seed=1337)
+  model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
   steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"], compile=False))
   x = np.zeros((batch_size, cfg["max_seq_len"]), np.int64)
   def iteration(): steps.micro_step(x, x), steps.update(1e-4)
@@ -168,11 +170,10 @@ def worker(argv: list[str]) -> None:
   p.add_argument("--device", default="cpu")
   a = p.parse_args(argv)
   cfg = {**SEED_MODEL, **a.cfg}
-  from tinystory.device import choose_for, set_device
-  if a.worker != "schedule": set_device(a.device)
-  else: choose_for(os.environ["DEV"].split(":")[1])  # runs on the NULL device its DEV names, as on DEV's renderer's backend
-  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels) if a.worker == "train" else
-         measure_schedule(cfg, a.batch_size) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
+  # the schedule runs on the NULL device its DEV names, with the choices of DEV's renderer's backend
+  chunk = choose_for(set_device(a.device) if a.worker != "schedule" else os.environ["DEV"].split(":")[1]).grad_chunk
+  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, chunk) if a.worker == "train" else
+         measure_schedule(cfg, a.batch_size, chunk) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
   from tinygrad import Device
   print(json.dumps({**out, "device": Device.DEFAULT, "device_name": device_name(Device.DEFAULT)}))
 
@@ -203,7 +204,6 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   """Measure tinygrad training and sampling on `device` (and PyTorch's on the same hardware, with against=('torch',):
   `repeat` rounds of tinygrad then PyTorch eager training, interleaved, so that both see the same machine load); log
   a table, return the results. Ratios are only computed between measurements on the same device."""
-  from tinystory.device import set_device
   from tinystory.model import ModelArgs
   cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)  # validate before spending minutes

@@ -1,6 +1,7 @@
 """The tinygrad device for `--device`, named as llama2.c/torch name it; a comma-separated list (cuda:0,cuda:1) is data
 parallel training over those devices (docs/devices.md)."""
 import os
+from dataclasses import dataclass
 import numpy as np
 from tinystory import UserError
 
@@ -33,24 +34,30 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
   if len(set(devices)) < len(devices): raise UserError(f"{option}={name}: a device is listed twice")
   base = devices[0].split(":")[0]  # tinygrad's DEV names a backend (DEV=CUDA), not one of its devices
   DEV.value = base
-  choose_for(base)
+  choose_for(base)  # for its process-wide TF32 setting; the Choices it returns are asked for where a model is built
   return devices if len(devices) > 1 else devices[0]
 
 CPU_BACKENDS = ("CPU", "CLANG", "LLVM")  # tinygrad's CPU device, and its renderers' names (NULL:CLANG:... renders for it)
 GPU_WEIGHT_GRAD_CHUNK = 256  # positions per partial sum of a weight's gradient on GPUs: 8,192 a step -> 32 partial sums
 
-def choose_for(backend: str) -> None:
-  """What the program does differently on a backend, in one place (the CPU's choices are the code's defaults):
+@dataclass(frozen=True)
+class Choices:
+  """What differs by device and is handed to the code it concerns, not set in it (choose_for's answer)."""
+  grad_chunk: int = 0  # positions per partial sum of a weight's gradient (Transformer's grad_chunk); 0: one sum
+
+def choose_for(device: str | tuple[str, ...]) -> Choices:
+  """What the program does differently on a device (set_device's result) or a backend, in one place (the CPU's
+  choices are the code's defaults):
   - On NVIDIA GPUs (CUDA, NV) float32 matmuls use the tensor cores in TF32, as the seed's PyTorch train.py allows them
     (torch.backends.cuda.matmul.allow_tf32). tinygrad leaves them off unless ALLOW_TF32=1; ALLOW_TF32=0 in the
-    environment keeps full float32 matmuls.
+    environment keeps full float32 matmuls. This one is tinygrad's process-wide setting, set here.
   - On GPUs each weight's gradient is summed over chunks of 256 positions or more (at most 32 chunks), then over the
-    chunks (model.WEIGHT_GRAD_CHUNK, grad_parts): one long sum per output leaves most of a GPU idle. On the CPU,
+    chunks (Choices.grad_chunk, model.grad_parts): one long sum per output leaves most of a GPU idle. On the CPU,
     where every core already has a share of the outputs, the partial sums would only add memory traffic."""
   from tinygrad.helpers import ALLOW_TF32
-  from tinystory import model
+  backend = devices_of(device)[0].split(":")[0]
   if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
-  model.WEIGHT_GRAD_CHUNK = 0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK
+  return Choices(grad_chunk=0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK)
 
 def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
   """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""

@@ -143,10 +143,10 @@ class EvalConfig:
   compile: bool = option(True, "TinyJit-compiled forward (False runs eagerly: same numbers, slower)")
 
 def run_eval(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
-  """`python cli.py eval`: load the model (sample.load_for_inference), read --data, evaluate; logs a summary and
+  """`python cli.py eval`: load the model (loader.load_for_inference), read --data, evaluate; logs a summary and
   returns evaluate's dict with the checkpoint, data and max_seq_len added."""
   from tinystory.device import set_device
-  from tinystory.sample import load_for_inference
+  from tinystory.loader import load_for_inference
   need(bool(sources := source_list(cfg.data)), "--data is required: the text to evaluate on (story "
        "files, dirs, globs or synthetic[:N], or a prepared shard dir)")
   need(cfg.split in ("", *pretok.SPLITS), f"--split must be one of {', '.join(pretok.SPLITS)}, got {cfg.split!r}")

@@ -1,5 +1,5 @@
-"""Models leave for llama2.c and Hugging Face (`export-model`) and come in from them (`load_model_file`):
-docs/exchange.md. The formats themselves are in llama2c.py and hf.py."""
+"""Models leave for llama2.c and Hugging Face (`export-model`): docs/exchange.md. They come in from them through
+loader.py (`load_model_file`); the formats themselves are in llama2c.py and hf.py."""
 from pathlib import Path
 import numpy as np
 from tinystory import UserError
@@ -22,8 +22,7 @@ def unembedding_weights(model) -> dict[str, np.ndarray]:
 def export_model(run: str, fmt: str, out: str) -> list[Path]:
   """Write the model of RUN (a run dir, checkpoint dir or run name) and its tokenizer in format `fmt` into dir `out`."""
   from tinystory.checkpoint import resolve_checkpoint, run_of
-  from tinystory.sample import load_model
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_model, load_tokenizer
   if fmt not in FORMATS: raise UserError(f"--format {fmt!r} is unknown: expected one of {', '.join(FORMATS)}")
   if not run: raise UserError("give the run to export (a run dir such as runs/out)")
   ck = resolve_checkpoint(run)
@@ -45,81 +44,3 @@ def export_model(run: str, fmt: str, out: str) -> list[Path]:
   weights = unembedding_weights(model)
   return write_dir(out_dir, "--out", lambda d: write_hf(weights, model.args, tok, d) if fmt == "hf" else
                    write_llama2c(weights, model.args, tok, d, FORMATS[fmt]))
-
-def is_model_file(path: str) -> bool:
-  """Whether `path` names a model file load_model_file reads (a .bin file, or a directory with config.json and
-  model.safetensors) rather than a tinystory run or checkpoint."""
-  p = Path(path)
-  return (p.is_file() and p.suffix == ".bin") or (p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
-                                                  and not (p / "ckpt.json").is_file())
-
-def model_file_context(path) -> tuple[int, int, Path]:
-  """(context length, vocabulary size, its own tokenizer's path) of a model file, from its header or config.json
-  alone (train reads them before the model and the data); 0 where unreadable: malformed files get their one-line
-  errors from load_model_file."""
-  import json, struct
-  p = Path(path)
-  if p.is_dir():
-    try: cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError): cfg = {}
-    num = lambda k: v if isinstance(cfg, dict) and isinstance(v := cfg.get(k), int) and not isinstance(v, bool) else 0
-    return num("max_position_embeddings"), num("vocab_size"), p / "tokenizer.json"
-  try:
-    with open(p, "rb") as f: head = f.read(40)
-    from tinystory.llama2c import MAGIC
-    c = struct.unpack_from("<7i", head, 8 if struct.unpack_from("<I", head)[0] == MAGIC else 0)
-  except (OSError, struct.error): c = (0,) * 7
-  return c[6], abs(c[5]), p.parent / "tokenizer.bin"
-
-def load_model_file(path, tokenizer_path=None):
-  """(model, tokenizer) from a model made elsewhere, for sample, eval and train --init_from:
-    - a llama2.c .bin (version 0, 1 or 2; version 2 dequantized) with `tokenizer_path` a tokenizer.bin (run.c's
-      encoder: RunCTokenizer) or a project .tok; default: tokenizer.bin beside the model;
-    - a Hugging Face Llama directory (config.json, model.safetensors) with its tokenizer.json as written by
-      `export-model --format hf` (a project Tokenizer), or `tokenizer_path`.
-  The model is a project Transformer (ffn_bias and unembedding from the file: 'tied' for a shared classifier, else
-  'untied'; the pseudo-inverse of an exported pinv or pinv_scaled model comes back as that untied matrix). Files are only read as
-  bytes (no pickle); every problem is a UserError naming the file."""
-  from tinystory.model import ModelArgs, Transformer, check_file_sizes
-  p = Path(path)
-  if p.is_dir():
-    from tinystory.hf import read_hf
-    args, weights = read_hf(p)
-    default_tok, sizes_from = p / "tokenizer.json", "config.json"
-  else:
-    from tinystory.llama2c import read_model_bin
-    c, weights, _ = read_model_bin(p)
-    sizes_from = "its header"
-    args = dict(dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
-                vocab_size=c["vocab_size"], hidden_dim=c["hidden_dim"], max_seq_len=c["seq_len"], dropout=0.0,
-                ffn_bias=False, norm_eps=1e-5)  # run.c's eps
-    weights.pop("freqs_cos", None); weights.pop("freqs_sin", None)  # recomputed by the model, as run.c does
-    default_tok = p.parent / "tokenizer.bin"
-  if "output.weight" in weights and np.array_equal(weights["output.weight"], weights["tok_embeddings.weight"]):
-    del weights["output.weight"]
-  args["unembedding"] = "untied" if "output.weight" in weights else "tied"
-  # a directory's problems are named by its file: the shape by config.json, the weights by model.safetensors
-  try: model_args = ModelArgs(**args)
-  except UserError as e: raise UserError(f"{p / 'config.json' if p.is_dir() else path}: {e}") from None
-  check_file_sizes(model_args, {n: w.shape for n, w in weights.items()}, path, sizes_from)
-  model = Transformer(model_args)
-  try: model.load_state_dict(weights)
-  except UserError as e: raise UserError(f"{p / 'model.safetensors' if p.is_dir() else path}: {e}") from None
-  tok = load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
-  if p.is_dir():  # the pair as far as it can be checked: the specials' ids in config.json (docs/exchange.md)
-    import json
-    cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
-    for key, want in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)):
-      if cfg.get(key) not in (None, want):
-        raise UserError(f"{p / 'config.json'}: {key} is {cfg.get(key)!r} but the tokenizer's is {want}: not this model's tokenizer")
-  return model, tok
-
-def load_any_tokenizer(path: Path, vocab_size: int):
-  """A project .tok, an exported tokenizer.json or a llama2.c tokenizer.bin (tokenizer.load_tokenizer), which must
-  have `vocab_size` tokens."""
-  from tinystory.tokenizer import load_tokenizer
-  if not path.is_file(): raise UserError(f"tokenizer {path} does not exist: pass --tokenizer (a tokenizer.bin or .tok)")
-  tok = load_tokenizer(path)
-  if tok.vocab_size != vocab_size:
-    raise UserError(f"tokenizer {path} has {tok.vocab_size} tokens but the model has vocab_size={vocab_size}: pass its own tokenizer")
-  return tok

@@ -3,28 +3,27 @@
 tinygrad picks each kernel's optimisations (upcasts, unrolls: the `Opt`s) with hand-written heuristics; BEAM=n picks
 them by timing candidates, which finds kernels 1.1-5x faster for this model but takes many minutes per step and
 picks by timings, so two runs (or a run and its resume) can get different kernels and different floats.
-`kernel_opts.json` holds the result of one search (`python -m tinystory.kernel_opts`, below): for the slowest kernels
-of the seed config's training step, keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM
-chose where they beat the heuristics by 5% or more. `install()` makes tinygrad's code generator apply those opts to
-those kernels on the CPU (then split them over cores as its heuristics would); every other kernel, device or shape is
-optimised as before. The table is data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel
-computes the same sums with another loop order, so the floats differ from the heuristics' kernels by rounding, as
-BEAM's do.
+`kernel_opts.json` holds the result of one search (`python tools/search_kernel_opts.py`, a tool outside the package:
+it drives the training step, which imports this module): for the slowest kernels of the seed config's training step,
+keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM chose where they beat the heuristics
+by 5% or more. `install()` makes tinygrad's code generator apply those opts to those kernels on the CPU (then split
+them over cores as its heuristics would); every other kernel, device or shape is optimised as before. The table is
+data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel computes the same sums with
+another loop order, so the floats differ from the heuristics' kernels by rounding, as BEAM's do.
 
 The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is: tests/test_kernel_opts.py checks that
 every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
 search then. TINYSTORY_KERNEL_OPTS=0 turns the table off; TINYSTORY_KERNEL_OPTS=FILE uses a table searched elsewhere.
 """
-import argparse, functools, hashlib, json, os, time
+import functools, hashlib, json, os
 from pathlib import Path
 from tinystory import UserError
-from tinystory.log import log
 
 TABLE = Path(__file__).with_name("kernel_opts.json")
 
 def table_path() -> Path | None:
   """TINYSTORY_KERNEL_OPTS: 1 (the default) the shipped table, 0 none, else the path of a table of one's own (written
-  by `python -m tinystory.kernel_opts --out FILE` on one's machine)."""
+  by `python tools/search_kernel_opts.py --out FILE` on one's machine)."""
   v = os.environ.get("TINYSTORY_KERNEL_OPTS", "1").strip()
   return None if v == "0" else TABLE if v in ("", "1") else Path(v).resolve()
 
@@ -42,7 +41,7 @@ def load_table(path: Path) -> tuple[dict[str, list], str]:
     return out, hashlib.sha256(raw).hexdigest()
   except (OSError, ValueError, KeyError, TypeError) as e:
     raise UserError(f"TINYSTORY_KERNEL_OPTS={path}: not a kernel table ({type(e).__name__}: {e}); expected 0, 1 or a "
-                    f"file written by python -m tinystory.kernel_opts") from None
+                    f"file written by tools/search_kernel_opts.py") from None
 
 def table() -> dict[str, list]: return {} if (path := table_path()) is None else load_table(path)[0]
 
@@ -137,74 +136,3 @@ def install() -> bool:
   use_table()
   realize._compile_kernel = compile_kernel  # looked up by lower_and_compile at each call, pickled by name to workers
   return True
-
-# *** the search that wrote kernel_opts.json (run on a quiet machine; minutes per kernel) ***
-
-def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
-  """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
-  in one replayed forward + backward (both cores)."""
-  import tinygrad.codegen as codegen
-  from tinygrad.helpers import PARALLEL, ansistrip
-  from tinystory.bench import kernel_times, train_driver
-  PARALLEL.value = 0  # compile here, where the recorder below sees every kernel
-  os.environ["TINYSTORY_KERNEL_OPTS"] = "0"  # TrainSteps would install the table: the heuristics' kernels are wanted
-  seen, heuristic = {}, tinygrad_apply_opts()
-  def record(ast, ren, beam=0):
-    out = heuristic(ast, ren, beam)
-    if ast.tag is None and out.arg is not None: seen.setdefault(ansistrip(out.arg.name), (ast, ren, out.arg.applied_opts))
-    return out
-  codegen.apply_opts = record
-  steps, batch = train_driver(cfg, batch_size)
-  for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
-  ms = {name: k["ms"] for name, k in kernel_times(steps, batch).items()}
-  codegen.apply_opts = heuristic
-  return seen, ms
-
-def time_kernel(k, runs: int = 7) -> float:
-  """Seconds for one call of k's kernel on one core (tinygrad's BEAM timer), the fastest of `runs`."""
-  from tinygrad.codegen.opt import search
-  _, compiled = search._try_compile((0, k))
-  rawbufs, var_vals = args(k.ast, k.ren)
-  return min(search._time_program(compiled[0], var_vals, [b.ensure_allocated() for b in rawbufs], cnt=runs))
-
-def search(top: int, beam: int, out: Path) -> None:
-  """BEAM-search the `top` slowest kernels of the seed step (one core each, THREAD left to `thread`) and write the
-  opts of those it makes at least 5% faster than the heuristics to `out`."""
-  from tinygrad.codegen.opt import OptOps, search as tg_search
-  from tinystory import SEED_MODEL, write_atomic
-  from tinystory.replay import TINYGRAD
-  cfg, batch_size = dict(SEED_MODEL), 64
-  seen, ms = step_kernels(cfg, batch_size)
-  tg_search.actions = [a for a in tg_search.actions if a.op is not OptOps.THREAD]  # one core per candidate: see thread
-  kernels = []
-  for name, step_ms in sorted(ms.items(), key=lambda kv: -kv[1])[:top]:
-    ast, ren, heuristic = seen[name]
-    plain = [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]
-    t = time.perf_counter()
-    found = tg_search.beam_search(scheduler(ast, ren, []), *args(ast, ren), beam, disable_cache=True)
-    opts = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
-    before, after = time_kernel(scheduler(ast, ren, plain)), time_kernel(scheduler(ast, ren, opts))
-    kept = after < 0.95 * before
-    log(f"{step_ms:7.1f} ms/step  {name:36s} one core: heuristics {before * 1e3:7.2f} ms, beam {after * 1e3:7.2f} ms "
-        f"({before / after:.2f}x, {'kept' if kept else 'dropped'}; searched in {time.perf_counter() - t:.0f} s)")
-    if kept: kernels.append({"key": kernel_key(ast), "heuristic_name": name, "step_ms": round(step_ms, 1),
-                             "one_core_ms": [round(before * 1e3, 3), round(after * 1e3, 3)], "opts": opts})
-  from tinystory.bench import device_name
-  doc = {"tinygrad": TINYGRAD, "searched": f"python -m tinystory.kernel_opts --top {top} --beam {beam}",
-         "machine": device_name("CPU"), "config": cfg, "batch_size": batch_size, "kernels": kernels}
-  write_atomic(out, json.dumps(doc, indent=1) + "\n")
-  log(f"{len(kernels)} of {top} kernels kept: {out}")
-
-def args(ast, ren) -> tuple[list, dict]:
-  from tinygrad.codegen.opt.postrange import args_from_ast
-  return args_from_ast(ast, ren.target.device)
-
-if __name__ == "__main__":
-  p = argparse.ArgumentParser(description="BEAM-search the seed training step's slowest CPU kernels into kernel_opts.json")
-  p.add_argument("--top", type=int, default=16, help="how many of the slowest kernels to search")
-  p.add_argument("--beam", type=int, default=4, help="BEAM width")
-  p.add_argument("--out", type=Path, default=TABLE)
-  a = p.parse_args()
-  from tinystory.log import log_to_console
-  log_to_console()
-  search(a.top, a.beam, a.out)

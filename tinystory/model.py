@@ -177,10 +177,10 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
   # contiguous: otherwise the normalisation is recomputed inside every matmul that reads it
   return (x * (x.square().mean(-1, keepdim=True) + eps).rsqrt() * weight).contiguous()
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, chunk: int = 0) -> Tensor:
   # weight is (out, in) like torch; contiguous_backward materialises the incoming gradient once for both its matmuls
   # training: x's gradient comes from the first term, weight's from the second (see weight_grad_path)
-  if TRAINING: y = x @ weight.detach().T + weight_grad_path(x, weight)
+  if TRAINING: y = x @ weight.detach().T + weight_grad_path(x, weight, chunk)
   elif math.prod(x.shape[:-1]) == 1: y = matvec(x, weight)  # one row: a decoding step
   else: y = x @ weight.T
   return (y if bias is None else y + bias).contiguous_backward()
@@ -193,18 +193,19 @@ def matvec(x: Tensor, w: Tensor) -> Tensor:
   if I % 8: return x @ w.T
   return (x.reshape(*x.shape[:-1], 1, I // 8, 8) * w.reshape(O, I // 8, 8)).sum(-2).sum(-1)
 
-# Positions per partial sum of a weight's (and the embedding's) gradient; 0: one sum over all positions (the CPU). A
-# GPU runs one thread per few outputs of a kernel, so a (128 x 128) gradient summed over 8,192 positions keeps a few
-# hundred threads busy with a long serial loop; summed in chunks, then over the chunks, it has N / chunk times the
-# threads (device.choose_for). At most MAX_GRAD_PARTS chunks: each is a stored copy of the gradient.
-WEIGHT_GRAD_CHUNK, MAX_GRAD_PARTS = 0, 32
+# A weight's (and the embedding's) gradient is summed over all positions at once (chunk 0, the CPU) or in chunks of
+# `chunk` positions (Transformer.grad_chunk, device.choose_for's choice). A GPU runs one thread per few outputs of a
+# kernel, so a (128 x 128) gradient summed over 8,192 positions keeps a few hundred threads busy with a long serial
+# loop; summed in chunks, then over the chunks, it has N / chunk times the threads. At most MAX_GRAD_PARTS chunks:
+# each is a stored copy of the gradient.
+MAX_GRAD_PARTS = 32
 
-def grad_parts(N: int, device) -> int:
+def grad_parts(N: int, device, chunk: int) -> int:
   """How many partial sums a gradient over N positions (a batch on `device`, or sharded over several) is summed in,
-  0 for one sum: chunks of WEIGHT_GRAD_CHUNK positions or more, as many on each device (a chunk cannot straddle two
-  shards of a batch)."""
-  if not WEIGHT_GRAD_CHUNK: return 0
-  parts = min(N // WEIGHT_GRAD_CHUNK, MAX_GRAD_PARTS)
+  0 for one sum: chunks of `chunk` positions or more, as many on each device (a chunk cannot straddle two shards of
+  a batch)."""
+  if not chunk: return 0
+  parts = min(N // chunk, MAX_GRAD_PARTS)
   return parts if parts > 1 and N % parts == 0 and parts % len(devices_of(device)) == 0 else 0
 
 def per_part(t: Tensor, S: int) -> Tensor:
@@ -212,15 +213,14 @@ def per_part(t: Tensor, S: int) -> Tensor:
   positions, its gradient is their S partial sums (then summed by the repeat's own backward)."""
   return t.unsqueeze(0).expand(S, *t.shape).contiguous_backward()
 
-def weight_grad_path(x: Tensor, weight: Tensor) -> Tensor:
+def weight_grad_path(x: Tensor, weight: Tensor, chunk: int = 0) -> Tensor:
   """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
   same order, but from copies of g and x transposed to (features, positions), so that the long reduction over n reads
   memory in order (2-3x faster). Only under TRAINING: without a backward the copy of x would be made for nothing.
-  With WEIGHT_GRAD_CHUNK, the sum over positions is split: partial sums per chunk of positions (stored), then their
-  sum."""
+  With a chunk, the sum over positions is split: partial sums per chunk of positions (stored), then their sum."""
   xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()
   (out, inp), N = weight.shape, xT.shape[1]
-  if S := grad_parts(N, x.device):  # the zero weight repeated per chunk: its gradient is the partial sums
+  if S := grad_parts(N, x.device, chunk):  # the zero weight repeated per chunk: its gradient is the partial sums
     zero = (xT.reshape(inp, S, N // S).permute(1, 2, 0) @ per_part((weight - weight.detach()).T, S)).reshape(N, out)
   else: zero = xT.T @ (weight - weight.detach()).T
   return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], out)
@@ -258,10 +258,12 @@ def causal_mask(T: int, start_pos: int | UOp = 0, keys: int | None = None, devic
   return Tensor.full((T, T if keys is None else keys), float("-inf"), device=device).triu(start_pos + 1)
 
 class Transformer:
-  def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16):
+  def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16, grad_chunk: int = 0):
+    """grad_chunk: positions per partial sum of each weight's gradient in training, 0 for one sum (the device's
+    choice, device.choose_for: the floats differ by rounding, the maths not)."""
     validate(args)
     if not isinstance(pad_to, int) or pad_to < 1: raise UserError(f"pad_to={pad_to!r}: expected a positive integer")
-    self.args, self.pad_to = args, pad_to
+    self.args, self.pad_to, self.grad_chunk = args, pad_to, grad_chunk
     self.padded_vocab, self.padded_hidden = round_up(args.vocab_size, pad_to), round_up(args.hidden_size, pad_to)
     self.shapes = param_shapes(args, args.vocab_size, args.hidden_size)
     padded = param_shapes(args, self.padded_vocab, self.padded_hidden)
@@ -276,7 +278,8 @@ class Transformer:
   def __call__(self, tokens: Tensor, start_pos: int | UOp = 0, cache: KVCache | None = None) -> Tensor:
     """(B, T) token ids at positions start_pos.. -> (B, T, vocab_size) float32 logits (see forward). Dropout applies
     only under tinygrad's TRAINING context."""
-    return self.forward(embed(self.weights["tok_embeddings.weight"], tokens).dropout(self.args.dropout), start_pos, cache)
+    E = self.weights["tok_embeddings.weight"]
+    return self.forward(embed(E, tokens, self.grad_chunk).dropout(self.args.dropout), start_pos, cache)
 
   def forward(self, h: Tensor, start_pos: int | UOp = 0, cache: KVCache | None = None) -> Tensor:
     """The layers and the logits for token embeddings h (B, T, dim) at positions start_pos..start_pos+T-1. Training
@@ -303,9 +306,9 @@ class Transformer:
       qk = rope(qkv[:, :, :H + KV], cos, sin).transpose(1, 2)
       return qk[:, :H], qk[:, H:], qkv[:, :, H + KV:].transpose(1, 2)
     # many rows: three matmuls, each faster than one of the three together
-    q = linear(x, self.weights[p+"wq.weight"]).reshape(B, T, a.n_heads, a.head_dim)
-    k = linear(x, self.weights[p+"wk.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
-    v = linear(x, self.weights[p+"wv.weight"]).reshape(B, T, a.kv_heads, a.head_dim)
+    q = linear(x, self.weights[p+"wq.weight"], chunk=self.grad_chunk).reshape(B, T, a.n_heads, a.head_dim)
+    k = linear(x, self.weights[p+"wk.weight"], chunk=self.grad_chunk).reshape(B, T, a.kv_heads, a.head_dim)
+    v = linear(x, self.weights[p+"wv.weight"], chunk=self.grad_chunk).reshape(B, T, a.kv_heads, a.head_dim)
     # (B, heads, T, head_dim) views, and their gradients, stored heads first: the (T x T) matmuls of attention read
     # them in order. q and k are stored channel-major (B, heads, head_dim, T): q k^T sums only head_dim = 8 products, so
     # it runs as outer products of contiguous rows of T (3x faster)
@@ -328,16 +331,17 @@ class Transformer:
     out = attend(q, k, v, mask, a.dropout).contiguous().contiguous_backward()
     out = out.transpose(1, 2).reshape(B, T, a.dim)
     if T > 1: out = out.contiguous()  # (one row: the transpose moves nothing, a copy would be a kernel for nothing)
-    return linear(out, self.weights[f"layers.{i}.attention.wo.weight"]).dropout(a.dropout)
+    return linear(out, self.weights[f"layers.{i}.attention.wo.weight"], chunk=self.grad_chunk).dropout(a.dropout)
 
   def feed_forward(self, i: int, x: Tensor, cache: KVCache | None = None) -> Tensor:
     w, p = self.weights, f"layers.{i}.feed_forward."
-    if cache is None: gate, up = linear(x, w[p+"w1.weight"], w.get(p+"w1.bias")), linear(x, w[p+"w3.weight"])
+    if cache is None:
+      gate, up = linear(x, w[p+"w1.weight"], w.get(p+"w1.bias"), self.grad_chunk), linear(x, w[p+"w3.weight"], chunk=self.grad_chunk)
     else:  # decoding: w1 and w3 as one matmul
       gate, up = linear(x, cache.w13[i]).split(self.padded_hidden, -1)
       if p+"w1.bias" in w: gate = gate + w[p+"w1.bias"]
     # contiguous: silu once, not once per output
-    return linear((silu(gate, saved=cache is None) * up).contiguous(), w[p+"w2.weight"]).dropout(self.args.dropout)
+    return linear((silu(gate, saved=cache is None) * up).contiguous(), w[p+"w2.weight"], chunk=self.grad_chunk).dropout(self.args.dropout)
 
   def unembedding_matrix(self) -> Tensor:
     """U, (padded_vocab, dim): logits = h @ U.T."""
@@ -354,7 +358,7 @@ class Transformer:
   def logits(self, h: Tensor, cache: KVCache | None = None) -> Tensor:
     if cache is not None: return linear(h, cache.unembed)
     # contiguous: the matmul runs at the padded width (as a whole vector width) rather than at vocab_size
-    return linear(h, self.unembedding_matrix()).contiguous()[..., :self.args.vocab_size]
+    return linear(h, self.unembedding_matrix(), chunk=self.grad_chunk).contiguous()[..., :self.args.vocab_size]
 
   # ---- parameters ----
 
@@ -412,11 +416,11 @@ def is_start(start_pos: int | UOp) -> bool:
   """Whether a forward from start_pos starts the sequence: then the keys it computes are all there are."""
   return isinstance(start_pos, int) and start_pos == 0
 
-def embed(E: Tensor, tokens: Tensor) -> Tensor:
+def embed(E: Tensor, tokens: Tensor, chunk: int = 0) -> Tensor:
   """Rows of E for each token. Written as a masked sum, which tinygrad turns into a gather (a one-hot matmul costs a
   (tokens x vocab x dim) matmul); the backward sums each row's gradients in the same order as the matmul did."""
   is_token = tokens.unsqueeze(-1) == Tensor.arange(E.shape[0]).to(E.device)  # (B, T, vocab)
-  if TRAINING and (S := grad_parts(N := math.prod(tokens.shape), tokens.device)):  # E's gradient in chunks, as a weight's
+  if TRAINING and (S := grad_parts(N := math.prod(tokens.shape), tokens.device, chunk)):  # E's gradient in chunks, as a weight's
     return is_token.reshape(S, N // S, -1, 1).where(per_part(E, S).unsqueeze(1), 0).sum(-2).reshape(*tokens.shape, -1)
   return is_token.unsqueeze(-1).where(E, 0).sum(-2)
 

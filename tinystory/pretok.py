@@ -44,7 +44,7 @@ _worker_tok = None
 
 def _init_worker(tokenizer_path: str) -> None:
   global _worker_tok
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   _worker_tok = load_tokenizer(tokenizer_path)
 
 def _encode_chunk(stories: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +121,7 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
             progress: Callable[[int, int], None] | None = None) -> dict:
   """Encode the stories of `sources` into shards in out_dir (see the module docstring) and return its meta.
   `progress(stories_done, stories_total)` is called as chunks are written."""
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   if not 0 < val_fraction < 1: raise UserError(f"val fraction {val_fraction}: expected a number between 0 and 1")
   if shard_tokens < 1: raise UserError(f"shard tokens {shard_tokens}: expected a positive number of tokens")
   if errors not in ENCODING_ERRORS: raise UserError(f"encoding errors {errors!r}: expected one of {', '.join(ENCODING_ERRORS)}")

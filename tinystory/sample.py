@@ -161,39 +161,6 @@ class TextStream:
   def end(self) -> None:
     if text := self.utf8.decode(b"", final=True): self.write(text)  # an unfinished character becomes U+FFFD
 
-# *** loading ***
-
-def load_model(ck: Path):
-  """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
-  from tinystory.model import Transformer
-  from tinystory.checkpoint import load_checkpoint, model_args_of
-  meta, weights, _ = load_checkpoint(ck, optimizer=False)  # inference needs no optimizer state
-  model = Transformer(model_args_of(ck, meta, weights))
-  model.load_state_dict(weights)
-  return model, meta
-
-def load_for_inference(checkpoint: str, tokenizer: str = ""):
-  """(model, tokenizer, where it came from) for sample and eval: `checkpoint` is a llama2.c .bin or an exported Hugging
-  Face directory (exchange.load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
-  tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
-  from tinystory.checkpoint import resolve_checkpoint, run_of
-  from tinystory.exchange import is_model_file, load_model_file
-  from tinystory.tokenizer import load_tokenizer
-  if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
-  ck = resolve_checkpoint(checkpoint)
-  model, meta = load_model(ck)
-  run_dir = run_of(ck)
-  tok_path = Path(tokenizer) if tokenizer else run_dir / "tokenizer.tok"
-  if not tokenizer and not tok_path.is_file():
-    raise UserError(f"no tokenizer saved with the checkpoint (expected {tok_path}): pass --tokenizer")
-  tok = load_tokenizer(tok_path)
-  if tok.vocab_size != model.args.vocab_size:
-    raise UserError(f"tokenizer {tok_path} has {tok.vocab_size} tokens but the model in {ck} has vocab_size="
-                    f"{model.args.vocab_size}: pass the tokenizer it was trained with")
-  if meta.get("tokenizer_sha256") not in (None, tok.sha256):
-    log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
-  return model, tok, ck
-
 def load_prompt(start: str, tok) -> list[int]:
   """BOS and the ids of --start (or of the file after 'FILE:'); characters the tokenizer lacks are an error, not <unk>."""
   what = "--start"
@@ -222,6 +189,7 @@ def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambd
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
   from tinystory.device import set_device
+  from tinystory.loader import load_for_inference
   validate(cfg)
   set_device(cfg.device)
   model, tok, _ = load_for_inference(cfg.checkpoint, cfg.tokenizer)

@@ -122,30 +122,6 @@ def tokenizer_format(raw: bytes, path) -> str:
   except UnicodeDecodeError: return "bin"
   return "tok"
 
-def load_tokenizer(path):
-  """Read a tokenizer file of any kind the project reads, told apart by its contents (tokenizer_format): a .tok
-  written by Tokenizer.save, llama2.c's tokenizer.bin (llama2c.RunCTokenizer: run.c's encoder and decoder) or a
-  tokenizer.json written by `export-model --format hf`. Any problem is a UserError naming the file and its format."""
-  try: raw = Path(path).read_bytes()
-  except FileNotFoundError: raise UserError(f"tokenizer file {path} does not exist") from None
-  except IsADirectoryError: raise UserError(f"tokenizer {path} is a directory, expected a file (.tok, tokenizer.bin or tokenizer.json)") from None
-  except OSError as e: raise UserError(f"cannot read tokenizer file {path}: {e.strerror}") from None
-  fmt = tokenizer_format(raw, path)
-  if fmt == "bin":
-    from tinystory.llama2c import parse_tokenizer_bin
-    if looks_like_tokenizer_bin(raw): return parse_tokenizer_bin(raw, path)
-    try: return parse_tokenizer_bin(raw, path)
-    except UserError as e:  # binary, but not clearly a tokenizer.bin: say what it is not, as either
-      try: raw.decode()
-      except UnicodeDecodeError as u: start = u.start
-      why = str(e).partition("read as a llama2.c tokenizer.bin: ")[2]
-      raise UserError(f"{path} is not a valid tokenizer file: not UTF-8 text (byte {start}), and not a llama2.c "
-                      f"tokenizer.bin ({why})") from None
-  if fmt == "json":
-    from tinystory.hf import parse_tokenizer_json
-    return parse_tokenizer_json(raw, path)
-  return parse_tok(raw, path)
-
 def parse_tok(raw: bytes, path) -> Tokenizer:
   """The Tokenizer of a .tok file's bytes."""
   def corrupt(what: str) -> UserError: return UserError(f"{path} is not a valid tokenizer file: {what}")

@@ -13,7 +13,7 @@ from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   training_lock)
 from tinystory import kernel_opts
-from tinystory.device import devices_of, set_device
+from tinystory.device import choose_for, devices_of, set_device
 from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.rundir import RunRecord
 from tinystory.recipe import describe as describe_recipe
@@ -104,7 +104,7 @@ NOT_RESUMED = ("init_from", "out_dir", "overwrite")
 RUN_FILES = ("train.log", "metrics.jsonl", "config.json", "tokenizer.tok", "sample.txt")  # what --overwrite deletes, with ckpt*
 
 def validate(cfg: TrainConfig) -> None:
-  from tinystory.exchange import is_model_file
+  from tinystory.loader import is_model_file
   need_positive(cfg, "eval_interval", "log_interval", "eval_iters", "batch_size", "max_seq_len", "gradient_accumulation_steps")
   for k in ("max_iters", "warmup_iters", "lr_decay_iters", "vocab_size"):
     need(getattr(cfg, k) >= 0, f"--{k} must be >= 0, got {getattr(cfg, k)}")
@@ -163,7 +163,7 @@ def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
   """The shard dir of --val_data (None when not given): a prepared one as it is, raw sources prepared with the run's
   tokenizer into the cache. Every shard of it is val data."""
   from tinystory import data, pretok
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   if not (sources := data.source_list(val_data)): return None
   tok = load_tokenizer(tok_path)
   if shard_dir := pretok.prepared_dir(sources):
@@ -178,7 +178,7 @@ def import_wandb():
   return wandb
 
 def check_vocab_size(cfg: TrainConfig, tok_path: Path):
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import load_tokenizer
   tok = load_tokenizer(tok_path)
   if cfg.vocab_size and cfg.vocab_size != tok.vocab_size:
     raise UserError(f"--vocab_size={cfg.vocab_size} disagrees with the tokenizer {tok_path}, which has "
@@ -462,8 +462,8 @@ def model_file_options(cfg: TrainConfig, given: dict) -> tuple[TrainConfig, dict
   tokenizer (tokenizer.bin beside the .bin, the directory's tokenizer.json), so that the data is tokenized as the
   model was trained; a longer --max_seq_len than the model's is refused (its RoPE and weights were never trained on one).
   Returns the options and what was taken from the model file."""
-  from tinystory.exchange import model_file_context
-  from tinystory.tokenizer import load_tokenizer
+  from tinystory.loader import model_file_context
+  from tinystory.loader import load_tokenizer
   ctx, vocab, own_tok = model_file_context(cfg.init_from)
   changes = {}
   if "max_seq_len" not in given and ctx > 0: changes["max_seq_len"] = ctx
@@ -483,7 +483,8 @@ def model_args_for(cfg: TrainConfig, vocab_size: int) -> dict:
 
 def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interrupted: Interrupted, start_log, hold) -> dict:
   from tinystory.model import ModelArgs, Transformer, uses_pinv
-  from tinystory.tokenizer import MIN_VOCAB, load_tokenizer
+  from tinystory.loader import load_tokenizer
+  from tinystory.tokenizer import MIN_VOCAB
   from tinystory.pinv import check_full_rank
   from tinystory import pretok
   if recipe: log(describe_recipe(recipe))
@@ -518,7 +519,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     tok = load_tokenizer(tok_path)
     model_args, init_weights = model_args_for(cfg, tok.vocab_size), None
     if cfg.init_from != "scratch":  # a model file: its shape and weights (its vocabulary must be the data tokenizer's)
-      from tinystory.exchange import load_model_file
+      from tinystory.loader import load_model_file
       src, _ = load_model_file(cfg.init_from, tok_path)
       model_args = {**dataclasses.asdict(src.args), "dropout": cfg.dropout, "max_seq_len": cfg.max_seq_len}
       init_weights = model_weights(src)
@@ -541,7 +542,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     for k, old, new in changes: log(f"changed on resume: {k} = {new} (was {old})")
   else: log("Initializing a new model from scratch" if cfg.init_from == "scratch" else f"Initializing from {cfg.init_from}" +
             "".join(f", its {k} {v}" for k, v in from_model.items()))
-  model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed)
+  model = Transformer(ModelArgs(**model_args), seed=None if init_weights else cfg.seed, grad_chunk=choose_for(device).grad_chunk)
   if isinstance(device, tuple):
     model.shard(device)
     log(f"data parallel over {len(device)} devices ({', '.join(device)}): each micro-batch of {cfg.batch_size} is split "

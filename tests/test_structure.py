@@ -1,0 +1,128 @@
+"""The package's modules in layers (issue 22): every import of a tinystory module, at top level or inside a function,
+points downward (the import graph has no cycle), no module of the package assigns another one's attribute (a choice
+one module makes for another is a value handed to it), and docs/architecture.md's module table lists exactly the
+imports the code has. Read from the source with ast: nothing is imported."""
+import ast, re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "tinystory"
+TABLE = ROOT / "docs" / "architecture.md"
+
+def modules() -> dict[str, Path]:
+  """Module name (as the table names it: `model`, `__init__`; `cli` for cli.py) -> its file."""
+  return {p.stem: p for p in sorted(PACKAGE.glob("*.py"))} | {"cli": ROOT / "cli.py"}
+
+def imported(node: ast.AST, names: set[str]) -> list[tuple[str, str | None]]:
+  """The tinystory modules an import statement imports, each with the local name it binds to that module (None where
+  it binds none: `from tinystory.x import y`; `import tinystory.x` binds `tinystory`, the package)."""
+  if isinstance(node, ast.Import):
+    return [(a.name.split(".")[1], a.asname) if "." in a.name else ("__init__", a.asname or a.name)
+            for a in node.names if a.name.split(".")[0] == "tinystory"]
+  if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "tinystory":
+    if node.module != "tinystory": return [(node.module.split(".")[1], None)]
+    # `from tinystory import model, UserError`: a module where tinystory/NAME.py exists, else a name of __init__.py
+    return [(a.name, a.asname or a.name) if a.name in names else ("__init__", None) for a in node.names]
+  return []
+
+def assigned(node: ast.AST) -> list[ast.expr]:
+  """What a statement assigns or deletes (each of a tuple's targets), and the attribute a setattr / delattr names."""
+  if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("setattr", "delattr") and len(node.args) > 1:
+    return [ast.Attribute(value=node.args[0], attr=getattr(node.args[1], "value", "?"))]
+  targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else
+             [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+  return [e for t in targets for e in (t.elts if isinstance(t, (ast.Tuple, ast.List)) else [t])]
+
+def graph(sources: dict[str, str] | None = None) -> tuple[dict[str, set[str]], dict[str, list[str]]]:
+  """(module -> the tinystory modules it imports, module -> its assignments to another tinystory module's attributes,
+  as 'line N: module.NAME') of `sources` (module name -> source text), by default the package's and cli.py's."""
+  sources = sources or {name: path.read_text(encoding="utf-8") for name, path in modules().items()}
+  names, edges, writes = set(sources) - {"cli"}, {}, {}
+  for name, text in sources.items():
+    tree = ast.parse(text, name)
+    imports = [m for node in ast.walk(tree) for m in imported(node, names)]
+    edges[name] = {m for m, _ in imports} - {name}
+    bound = {alias: m for m, alias in imports if alias is not None}  # local name -> the tinystory module it is
+    if any(isinstance(n, ast.Import) and any(a.name.startswith("tinystory.") and not a.asname for a in n.names) for n in ast.walk(tree)):
+      bound["tinystory"] = "__init__"
+    def module_of(t: ast.expr) -> str | None:  # the tinystory module whose attribute t is: `model.X`, `tinystory.model.X`
+      if not isinstance(t, ast.Attribute): return None
+      if isinstance(v := t.value, ast.Name): return bound.get(v.id)
+      if isinstance(v, ast.Attribute) and isinstance(v.value, ast.Name) and bound.get(v.value.id) == "__init__" and v.attr in names:
+        return v.attr
+      return None
+    found = [f"line {node.lineno}: {m}.{t.attr}" for node in ast.walk(tree) for t in assigned(node) if (m := module_of(t)) not in (None, name)]
+    if found: writes[name] = found
+  return edges, writes
+
+def cycle(edges: dict[str, set[str]]) -> list[str] | None:
+  """A cycle of the graph as [a, b, ..., a], or None: depth first, a module met again while on the path closes one."""
+  done: set[str] = set()
+  def visit(m: str, path: list[str]) -> list[str] | None:
+    path = path + [m]
+    for n in sorted(edges.get(m, ())):
+      if n in path: return path[path.index(n):] + [n]
+      if n not in done and (found := visit(n, path)): return found
+    done.add(m)
+    return None
+  return next((c for m in sorted(edges) if m not in done and (c := visit(m, [])) is not None), None)
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+  """Cycles until none is left, each found with the closing edges of those before it taken out (so that every tangle
+  is named, though cycles that share a closing edge are named once)."""
+  edges, found = {m: set(ns) for m, ns in edges.items()}, []
+  while c := cycle(edges):
+    found.append(c)
+    edges[c[-2]].discard(c[-1])
+  return found
+
+def table_rows() -> list[tuple[list[str], set[str]]]:
+  """docs/architecture.md's module table: per row, its modules (the `.py` names of the first cell, without .py) and
+  the modules its imports column names (backticked; `—` for none)."""
+  text = TABLE.read_text(encoding="utf-8")
+  section = text[text.index("## The modules"):]
+  rows = []
+  for line in section.splitlines()[4:]:  # the heading, a blank line, the header, the rule
+    if not line.startswith("|"): break
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    rows.append(([n[:-3] for n in re.findall(r"`([\w.]+)`", cells[0]) if n.endswith(".py")], set(re.findall(r"`(\w+)`", cells[-1]))))
+  return rows
+
+def test_the_checks_find_what_they_look_for():
+  """Issue 22's findings, in small: device.py setting model's chunk while model.py imports device (also through
+  `tinystory.model`, setattr and a function's import), and exchange.py and sample.py importing each other."""
+  edges, writes = graph({"device": "from tinystory import model, UserError\nmodel.CHUNK = 0",
+                         "model": "import tinystory.device\ndef f():\n  import tinystory.sample as s\n  setattr(s, 'X', 1)",
+                         "sample": "from tinystory.exchange import load\ntinystory.model.Y = 2", "exchange": "import tinystory.sample",
+                         "__init__": "", "cli": "import tinystory.model\ntinystory.model.Z += 1"})
+  assert edges == {"device": {"model", "__init__"}, "model": {"device", "sample"}, "sample": {"exchange"},
+                   "exchange": {"sample"}, "__init__": set(), "cli": {"model"}}
+  assert writes == {"device": ["line 2: model.CHUNK"], "model": ["line 4: sample.X"], "cli": ["line 2: model.Z"]}
+  assert cycles(edges) == [["model", "device", "model"], ["sample", "exchange", "sample"]]
+
+def test_imports_point_downward_only():
+  edges, _ = graph()
+  assert not (found := cycles(edges)), "tinystory's imports have cycles:\n" + "\n".join(f"  {' -> '.join(c)}" for c in found)
+
+def test_no_module_assigns_another_modules_attribute():
+  _, writes = graph()
+  assert not writes, "modules that set another module's attribute (hand the value over instead):\n" + \
+    "\n".join(f"  {m}.py {w}" for m, ws in writes.items() for w in ws)
+
+def test_the_architecture_tables_imports_are_the_codes():
+  """Each row's imports column is the union of its modules' imports within the package (their imports of each other
+  too: data.py's of synthetic.py), and every module of the package has one row. On a mismatch, each row that is wrong
+  and how."""
+  edges, _ = graph()
+  rows, problems = table_rows(), []
+  listed = [m for mods, _ in rows for m in mods]
+  problems += [f"  {m}.py: no row in the table" for m in sorted(set(edges) - {"cli"} - set(listed))]
+  problems += [f"  {m}.py: in the table, not in tinystory/" for m in listed if m not in edges]
+  problems += [f"  {m}.py: in {listed.count(m)} rows" for m in sorted(set(listed)) if listed.count(m) > 1]
+  for mods, says in rows:
+    has = set().union(*(edges.get(m, set()) for m in mods))
+    if says != has:
+      problems.append(f"  {', '.join(m + '.py' for m in mods)}: the table lists {sorted(says) or '—'}, the code imports "
+                      f"{sorted(has) or '—'}" + (f"; not in the table: {sorted(has - says)}" if has - says else "") +
+                      (f"; not imported: {sorted(says - has)}" if says - has else ""))
+  assert not problems, f"{TABLE.relative_to(ROOT)}'s module table and the code's imports disagree:\n" + "\n".join(problems)

@@ -1,0 +1,80 @@
+"""BEAM-search the seed training step's slowest CPU kernels into tinystory/kernel_opts.json, the table that
+tinystory/kernel_opts.py applies at run time (why a table, and what it holds: that module's docstring;
+docs/performance.md, "Searched kernels"). Run on a quiet machine, from the repository (minutes per kernel):
+
+  python tools/search_kernel_opts.py --top 16 --beam 4            # rewrites tinystory/kernel_opts.json
+  python tools/search_kernel_opts.py --out my.json                # a table of one's own: TINYSTORY_KERNEL_OPTS=my.json
+
+A tool, not part of the package: it drives the package's training step (bench.train_driver), which the run-time
+table is applied inside of."""
+import argparse, json, os, sys, time
+from pathlib import Path
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package: the keys are its kernels'
+from tinystory import SEED_MODEL, kernel_opts, write_atomic
+from tinystory.bench import device_name, kernel_times, train_driver
+from tinystory.log import log, log_to_console
+from tinystory.replay import TINYGRAD
+
+def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
+  """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
+  in one replayed forward + backward (both cores)."""
+  import tinygrad.codegen as codegen
+  from tinygrad.helpers import PARALLEL, ansistrip
+  PARALLEL.value = 0  # compile here, where the recorder below sees every kernel
+  os.environ["TINYSTORY_KERNEL_OPTS"] = "0"  # TrainSteps would install the table: the heuristics' kernels are wanted
+  seen, heuristic = {}, kernel_opts.tinygrad_apply_opts()
+  def record(ast, ren, beam=0):
+    out = heuristic(ast, ren, beam)
+    if ast.tag is None and out.arg is not None: seen.setdefault(ansistrip(out.arg.name), (ast, ren, out.arg.applied_opts))
+    return out
+  codegen.apply_opts = record
+  steps, batch = train_driver(cfg, batch_size)
+  for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
+  ms = {name: k["ms"] for name, k in kernel_times(steps, batch).items()}
+  codegen.apply_opts = heuristic
+  return seen, ms
+
+def time_kernel(k, runs: int = 7) -> float:
+  """Seconds for one call of k's kernel on one core (tinygrad's BEAM timer), the fastest of `runs`."""
+  from tinygrad.codegen.opt import search
+  _, compiled = search._try_compile((0, k))
+  rawbufs, var_vals = args(k.ast, k.ren)
+  return min(search._time_program(compiled[0], var_vals, [b.ensure_allocated() for b in rawbufs], cnt=runs))
+
+def search(top: int, beam: int, out: Path) -> None:
+  """BEAM-search the `top` slowest kernels of the seed step (one core each, THREAD left to `thread`) and write the
+  opts of those it makes at least 5% faster than the heuristics to `out`."""
+  from tinygrad.codegen.opt import OptOps, search as tg_search
+  cfg, batch_size = dict(SEED_MODEL), 64
+  seen, ms = step_kernels(cfg, batch_size)
+  tg_search.actions = [a for a in tg_search.actions if a.op is not OptOps.THREAD]  # one core per candidate: see thread
+  kernels = []
+  for name, step_ms in sorted(ms.items(), key=lambda kv: -kv[1])[:top]:
+    ast, ren, heuristic = seen[name]
+    plain = [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]
+    t = time.perf_counter()
+    found = tg_search.beam_search(kernel_opts.scheduler(ast, ren, []), *args(ast, ren), beam, disable_cache=True)
+    opts = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
+    before, after = (time_kernel(kernel_opts.scheduler(ast, ren, o)) for o in (plain, opts))
+    kept = after < 0.95 * before
+    log(f"{step_ms:7.1f} ms/step  {name:36s} one core: heuristics {before * 1e3:7.2f} ms, beam {after * 1e3:7.2f} ms "
+        f"({before / after:.2f}x, {'kept' if kept else 'dropped'}; searched in {time.perf_counter() - t:.0f} s)")
+    if kept: kernels.append({"key": kernel_opts.kernel_key(ast), "heuristic_name": name, "step_ms": round(step_ms, 1),
+                             "one_core_ms": [round(before * 1e3, 3), round(after * 1e3, 3)], "opts": opts})
+  doc = {"tinygrad": TINYGRAD, "searched": f"python tools/search_kernel_opts.py --top {top} --beam {beam}",
+         "machine": device_name("CPU"), "config": cfg, "batch_size": batch_size, "kernels": kernels}
+  write_atomic(out, json.dumps(doc, indent=1) + "\n")
+  log(f"{len(kernels)} of {top} kernels kept: {out}")
+
+def args(ast, ren) -> tuple[list, dict]:
+  from tinygrad.codegen.opt.postrange import args_from_ast
+  return args_from_ast(ast, ren.target.device)
+
+if __name__ == "__main__":
+  p = argparse.ArgumentParser(description="BEAM-search the seed training step's slowest CPU kernels into kernel_opts.json")
+  p.add_argument("--top", type=int, default=16, help="how many of the slowest kernels to search")
+  p.add_argument("--beam", type=int, default=4, help="BEAM width")
+  p.add_argument("--out", type=Path, default=kernel_opts.TABLE)
+  a = p.parse_args()
+  log_to_console()
+  search(a.top, a.beam, a.out)
