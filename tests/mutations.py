@@ -47,7 +47,7 @@ MUTATIONS = {
   "two trainers: the run dir's lock is not taken": (
     "tinystory/checkpoint.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fd", ["tests/test_reliability.py::test_one_trainer_per_run_dir"]),
   "data parallel: only the first device's dropout counter is saved": (
-    "tinystory/train.py", '**({"more_counters": counters[1:]} if len(counters) > 1 else {})', "",
+    "tinystory/device.py", '**({"more_counters": counters[1:]} if len(counters) > 1 else {})', "",
     ["tests/test_devices.py::test_two_devices_resume_exactly"]),
   "data parallel: the batch replicated on every device instead of split (each device does all the work)": (
     "tinystory/train.py", "dtype=dtypes.int64, axis=0)", "dtype=dtypes.int64)",

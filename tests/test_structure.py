@@ -126,3 +126,25 @@ def test_the_architecture_tables_imports_are_the_codes():
                       f"{sorted(has) or '—'}" + (f"; not in the table: {sorted(has - says)}" if has - says else "") +
                       (f"; not imported: {sorted(says - has)}" if says - has else ""))
   assert not problems, f"{TABLE.relative_to(ROOT)}'s module table and the code's imports disagree:\n" + "\n".join(problems)
+
+# tinygrad's private names (`Tensor._seed`, `from tinygrad.dtype import _to_np_dtype`) change without notice between
+# releases: they are used only in the modules that wrap tinygrad, behind its version pin
+TINYGRAD_PRIVATE_OK = {"device", "replay", "kernel_opts"}
+
+def private_uses(tree: ast.AST) -> list[str]:
+  """`name._attr` (not a dunder, not on self or cls) and `from tinygrad... import _name` in a module's source."""
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "tinygrad":
+      out += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names if a.name.startswith("_")]
+    elif (isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__") and
+          not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+      out.append(f"line {node.lineno}: .{node.attr}")
+  return out
+
+def test_tinygrads_private_names_only_where_tinygrad_is_wrapped():
+  found = {name: uses for name, path in modules().items() if name not in TINYGRAD_PRIVATE_OK
+           if (uses := private_uses(ast.parse(path.read_text())))}
+  assert not found, f"tinygrad's private names outside {sorted(TINYGRAD_PRIVATE_OK)}: {found}"
+  assert private_uses(ast.parse("from tinygrad.dtype import _to_np_dtype\nTensor._seed\nself._x\nx.__dict__")) == [
+    "line 1: from tinygrad.dtype import _to_np_dtype", "line 2: ._seed"]

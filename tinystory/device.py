@@ -1,5 +1,7 @@
-"""The tinygrad device for `--device`, named as llama2.c/torch name it; a comma-separated list (cuda:0,cuda:1) is data
-parallel training over those devices (docs/devices.md)."""
+"""The package's adapter to tinygrad's devices: the tinygrad device for `--device`, named as llama2.c/torch name it (a
+comma-separated list, cuda:0,cuda:1, is data parallel training over those devices: docs/devices.md), what differs by
+device (`choose_for`), arrays placed like tensors, and the dropout RNG state a checkpoint saves, which only tinygrad's
+private counters hold (tests/test_structure.py keeps tinygrad's private names here, in replay.py and kernel_opts.py)."""
 import os
 from dataclasses import dataclass
 import numpy as np
@@ -67,3 +69,23 @@ def tensor_like(t, arr: np.ndarray):
   """arr as a tensor on t's device, sharded as t is (replicated, or split along the same axis): what t.assign takes."""
   from tinygrad import Tensor
   return Tensor(arr).shard(t.device, t.uop.axis) if isinstance(t.device, tuple) else Tensor(arr, device=t.device)
+
+# *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
+
+def rng_state(device: str | tuple[str, ...]) -> dict:
+  """The seed and the first device's counter; data parallel adds the other devices' counters (more_counters)."""
+  from tinygrad import Tensor
+  counters = [c.numpy().tolist() if (c := Tensor._device_rng_counters.get(d)) is not None else None
+              for d in devices_of(device)]
+  return {"seed": Tensor._seed, "counter": counters[0], **({"more_counters": counters[1:]} if len(counters) > 1 else {})}
+
+def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
+  """Restore rng_state's counters, the devices' seeds created in order as the first dropout creates them. A device the
+  state has no counter for (a run resumed on more devices) starts its own."""
+  from tinygrad import Tensor
+  Tensor.manual_seed(state["seed"])
+  counters = [state["counter"], *state.get("more_counters", [])]
+  for d, counter in zip(devices_of(device), counters):
+    if counter is None: break
+    Tensor._next_counter(d, 0)  # creates the device's seed and counter
+    Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()

@@ -13,7 +13,7 @@ from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   training_lock)
 from tinystory import kernel_opts
-from tinystory.device import choose_for, devices_of, set_device
+from tinystory.device import choose_for, devices_of, rng_state, set_device, set_rng_state
 from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.rundir import RunRecord
 from tinystory.recipe import describe as describe_recipe
@@ -184,26 +184,6 @@ def check_vocab_size(cfg: TrainConfig, tok_path: Path):
     raise UserError(f"--vocab_size={cfg.vocab_size} disagrees with the tokenizer {tok_path}, which has "
                     f"{tok.vocab_size} tokens: drop --vocab_size or pass a tokenizer of that size")
   return tok
-
-# *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
-
-def rng_state(device: str | tuple[str, ...]) -> dict:
-  """The seed and the first device's counter; data parallel adds the other devices' counters (more_counters)."""
-  from tinygrad import Tensor
-  counters = [c.numpy().tolist() if (c := Tensor._device_rng_counters.get(d)) is not None else None
-              for d in devices_of(device)]
-  return {"seed": Tensor._seed, "counter": counters[0], **({"more_counters": counters[1:]} if len(counters) > 1 else {})}
-
-def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
-  """Restore rng_state's counters, the devices' seeds created in order as the first dropout creates them. A device the
-  state has no counter for (a run resumed on more devices) starts its own."""
-  from tinygrad import Tensor
-  Tensor.manual_seed(state["seed"])
-  counters = [state["counter"], *state.get("more_counters", [])]
-  for d, counter in zip(devices_of(device), counters):
-    if counter is None: break
-    Tensor._next_counter(d, 0)  # creates the device's seed and counter
-    Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()
 
 # *** one training iteration: compiled steps and the optimizer state they update ***
 
