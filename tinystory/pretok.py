@@ -138,11 +138,11 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
     return old if old is not None and _inputs(old) == _inputs(meta) else None
   created, out_was = create_dirs(out.absolute().parent, "--out"), out.exists()
   recover_output(out, "prepare")
-  lock = lock_for_writing(out, "--out", "a `train`", lambda: reusable() is None,
-                          lambda: log(f"waiting for another data prepare writing {out} to finish ..."))
-  if lock is None:
-    log(f"{out} already holds these shards (same sources, tokenizer and options): reusing them")
-    return reusable()
+  while (lock := lock_for_writing(out, "--out", "a `train`", lambda: reusable() is None,
+                                  lambda: log(f"waiting for another data prepare writing {out} to finish ..."))) is None:
+    if (old := reusable()) is not None:  # else another writer swapped other shards in meanwhile: look again
+      log(f"{out} already holds these shards (same sources, tokenizer and options): reusing them")
+      return old
   tmp, writer = temp_name(out, "prepare"), None
   try:
     total = sum(1 for _ in iter_stories(sources, errors))  # a first pass, to size the val split
