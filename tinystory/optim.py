@@ -23,10 +23,8 @@ class AdamW:
   `grad_clip` first (0: off). Its moments are float32 tensors shaped like the params, replicated where the params are
   (model.shard); `step` counts the updates done."""
   def __init__(self, params: list, decays: list[float], beta1: float, beta2: float, grad_clip: float, eps: float = 1e-8):
-    from tinygrad import Tensor, dtypes
-    def zeros(p):
-      t = Tensor.zeros(*p.shape, dtype=dtypes.float32)
-      return (t.shard(p.device) if isinstance(p.device, tuple) else t).contiguous().realize()
+    from tinystory.device import tensor_like
+    zeros = lambda p: tensor_like(p, np.zeros(p.shape, np.float32)).contiguous().realize()
     self.params, self.decays, self.beta1, self.beta2, self.grad_clip, self.eps = params, decays, beta1, beta2, grad_clip, eps
     self.exp_avg, self.exp_avg_sq, self.step = [zeros(p) for p in params], [zeros(p) for p in params], 0
 

@@ -3,8 +3,9 @@
 `prepare` encodes every story with BOS in front (no EOS), concatenates the ids into uint16 files DIR/shard_0000.bin,
 ... and DIR/meta.json; all of it in this process's own sibling DIR.prepare-tmp.<pid> first, swapped in atomically
 when complete (files.install_dir), so a failed or killed prepare leaves DIR as it was, and DIR is locked meanwhile:
-a second prepare into it waits, one into shards a `train` reads is refused. Shard 0 is the validation split: the first `val_fraction` of the stories (at
-least one; default 2%, as llama2.c holds out the first of the hub's 50 shards); the others are train, a new one begun
+a second prepare into it waits, one into shards a `train` reads is refused. Shard 0 is the validation split: the
+first `val_fraction` of the stories (at least one; default 2%, as llama2.c holds out the first of the hub's 50
+shards); the others are train, a new one begun
 once a shard reaches `shard_tokens`, always at a story boundary. Re-running with the same sources (by content),
 tokenizer and options reuses the shards. BPE encoding runs on every core; char encoding, a table lookup, in this process.
 
@@ -254,11 +255,11 @@ def split_windows(shard_dir, meta: dict, split: str, max_seq_len: int) -> tuple[
                     f"data{' or a larger --val-fraction' if split == 'val' else ''}, or use a smaller max_seq_len")
   return shards, windows
 
-def unigram_loss(shard_dir, split: str) -> float:
+def unigram_loss(shard_dir, meta: dict, split: str) -> float:
   """The split's unigram entropy in nats per token: the loss of a model that predicts each token by its frequency
   alone, which any trained model beats."""
   counts = sum(np.bincount(np.memmap(Path(shard_dir) / s["file"], np.uint16, "r"), minlength=1 << 16)
-               for s in split_shards(load_meta(shard_dir), split) if s["tokens"])
+               for s in split_shards(meta, split) if s["tokens"])
   p = counts[counts > 0] / counts.sum()
   return float(-(p * np.log(p)).sum())
 

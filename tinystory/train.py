@@ -509,9 +509,10 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   if val_dir: log(f"val loss on --val_data {cfg.val_data}: all of {val_dir}")
   if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
   # the val split is first read at the first eval, after a train-split eval: too short is an error now, not then
-  if val_dir: pretok.split_windows(val_dir, pretok.load_meta(val_dir), "all", cfg.max_seq_len)
-  else: pretok.split_windows(shard_dir, data_meta, "val", cfg.max_seq_len)
-  for d in filter(None, (shard_dir, val_dir)): pretok.check_token_ids(d, pretok.load_meta(d))  # before the run dir is written
+  # the val data: all of --val_data, else the val split of the shards
+  val_shards, val_meta, val_split = (val_dir, pretok.load_meta(val_dir), "all") if val_dir else (shard_dir, data_meta, "val")
+  pretok.split_windows(val_shards, val_meta, val_split, cfg.max_seq_len)
+  for d, m in {shard_dir: data_meta, val_shards: val_meta}.items(): pretok.check_token_ids(d, m)  # before the run dir is written
   def batches(split: str, state=None, shards=shard_dir):
     return pretok.PretokDataset(shards, split, cfg.batch_size, cfg.max_seq_len, state=state)
 
@@ -556,9 +557,8 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
         f"an uninterrupted run's by rounding")
 
-  run = RunRecord(rdir, cfg.out_dir, run_config, pretok.unigram_loss(val_dir, "all") if val_dir else pretok.unigram_loss(shard_dir, "val"),
-                  divergence_advice(cfg), resume.meta if resume else None)
-  val_batches = lambda: batches("all", shards=val_dir) if val_dir else batches("val")
+  run = RunRecord(rdir, cfg.out_dir, run_config, pretok.unigram_loss(val_shards, val_meta, val_split), divergence_advice(cfg),
+                  resume.meta if resume else None)
   # ckpt.json's fields that stay the same all run
   fixed = {"model_args": model_args, "config": dataclasses.asdict(cfg), "shard_dir": str(shard_dir), "tokenizer_sha256": tok.sha256,
            "versions": versions()}
@@ -572,7 +572,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
     lr = get_lr(iter_num, cfg)
     if iter_num % cfg.eval_interval == 0:
       losses = {"train": estimate_loss(steps, batches("train"), cfg.eval_iters),
-                "val": estimate_loss(steps, val_batches(), cfg.eval_iters)}
+                "val": estimate_loss(steps, batches(val_split, shards=val_shards), cfg.eval_iters)}
       run.lowest_val = min(run.lowest_val, losses["val"])
       log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
       if not all(map(math.isfinite, losses.values())): run.diverge(f"the eval's loss is {losses['val']} (val), {losses['train']} (train)", iter_num)
