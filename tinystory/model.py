@@ -5,12 +5,12 @@ through the pseudo-inverse of the token embedding (`unembedding='pinv'`) instead
 llama2.c) or a separate output matrix ('untied'). 'pinv_scaled', beyond the seed, multiplies pinv's logits by a
 learned scale that starts where tied's logits are (docs/pinv.md, "Does it help?").
 
-Weights live in one flat dict under llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels
-are slow on odd sizes, so the vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows /
-columns. The padding provably stays zero: tokens never index padded embedding rows, padded logits are sliced off
-before anyone sees them, and padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero
-and AdamW (whose decay is proportional to the weight) leaves it at zero. state_dict / num_params report the logical
-shapes.
+The shape is a `ModelArgs` (config.py's: the CLI reads it without tinygrad). Weights live in one flat dict under
+llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels are slow on odd sizes, so the
+vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows / columns. The padding provably
+stays zero: tokens never index padded embedding rows, padded logits are sliced off before anyone sees them, and
+padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero and AdamW (whose decay is
+proportional to the weight) leaves it at zero. state_dict / num_params report the logical shapes.
 
 One forward serves training, eval and sampling, as in tinygrad's extra/models/llama.py: `model(tokens)` is the
 full-sequence forward; `model(tokens, start_pos, cache)` (or `forward` on embedding rows) decodes with a KVCache, a
