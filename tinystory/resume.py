@@ -6,19 +6,19 @@ import dataclasses, json, os
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from tinystory import UserError
+from tinystory import UserError, pretok
 from tinystory.checkpoint import CKPT, check_field, find_checkpoint, load_checkpoint
 from tinystory.config import SHAPE_FIELDS, TrainConfig
 from tinystory.data import source_list
 from tinystory.loader import load_tokenizer, model_args_of, model_file_context
 from tinystory.log import log
 from tinystory.model import param_shapes
-from tinystory import pretok
 
 # options a resume cannot change: they fix the model's shape, its data and tokenizer, and its random streams (whose
 # state the checkpoint restores); and this invocation's own, never taken from the saved ones
 RESUME_FIXED = (*SHAPE_FIELDS, "data", "tokenizer", "vocab_source", "seed")
 NOT_RESUMED = ("init_from", "out_dir", "overwrite")
+PATH_OPTIONS = ("data", "tokenizer", "val_data")  # a path spelled otherwise names the same data (same_paths)
 
 @dataclass
 class Resume:
@@ -95,8 +95,6 @@ def resumed_config(cfg: TrainConfig, resume: Resume, overrides) -> tuple[TrainCo
   merged = dataclasses.replace(cfg, **{k: v for k, v in was.items() if (k not in given or given[k] == v) and hasattr(cfg, k)})
   merged.validate()
   return merged, changes
-
-PATH_OPTIONS = ("data", "tokenizer", "val_data")
 
 def same_paths(a, b) -> bool:
   """Whether two values of a comma-separated path option name the same sources: equal once normalised, or resolving

@@ -235,10 +235,13 @@ def _train(cfg: TrainConfig, rdir: Path, run_log: RunLog, held: contextlib.ExitS
   if recipe: log(describe_recipe(recipe))
   for k, v in overrides: log(f"Overriding: {k} = {v}")
   # every input is checked before anything is written or compiled: options, run dir, checkpoint, data, shapes
-  resume, changes, from_model = (load_resume(rdir) if cfg.init_from == "resume" else None), [], {}
-  if resume: cfg, changes = resumed_config(cfg, resume, given)
-  else: check_scratch(rdir, cfg.overwrite)
-  if not resume and cfg.init_from != "scratch": cfg, from_model = model_file_options(cfg, dict(given))
+  resume, changes, from_model = None, [], {}
+  if cfg.init_from == "resume":
+    resume = load_resume(rdir)
+    cfg, changes = resumed_config(cfg, resume, given)
+  else:
+    check_scratch(rdir, cfg.overwrite)
+    if cfg.init_from != "scratch": cfg, from_model = model_file_options(cfg, dict(given))
   wandb = import_wandb() if cfg.wandb_log else None
   if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
   device = set_device(cfg.device, several=True)
