@@ -1,14 +1,12 @@
 #!/usr/bin/env python3
 """tinystory's command line: parses options and calls the package (`python cli.py --help`)."""
-import signal, sys
+import ast, contextlib, json, signal, sys, time
 from dataclasses import fields
 import click
 from tinystory import UserError
-from tinystory.log import log_to_console
+from tinystory.config import EvalConfig, SampleConfig, TrainConfig
+from tinystory.log import log, log_to_console
 from tinystory.recipe import apply_recipe, load_recipe
-from tinystory.evaluate import EvalConfig
-from tinystory.sample import SampleConfig
-from tinystory.train import TrainConfig
 
 class Group(click.Group):
   """A click group that turns a UserError from the package into a one-line `Error: ...` and exit status 1."""
@@ -26,7 +24,7 @@ def cli():
   """Train tiny LLaMA-style story models from scratch on a CPU, sample from them, and export the run."""
   log_to_console()
 
-# ---- helpers of the commands below ----
+# ---- helpers of the commands below (each command imports its own module: `--help` loads no tinygrad) ----
 
 def progress_bar(stack, label: str, file=None):
   """A `progress(done, total)` callback that draws a click progress bar (on `file`, default stdout), opened on the
@@ -86,9 +84,7 @@ def tokenizer():
 @encoding_errors
 def tokenizer_fit(sources, kind, vocab_size, out, encoding_errors):
   """Learn a tokenizer from the stories in --data and write it to --out."""
-  import contextlib, time
   from tinystory.data import iter_stories
-  from tinystory.log import log
   from tinystory.tokenizer import fit_tokenizer
   seen = {"stories": 0, "chars": 0}
   def counted(stories):
@@ -163,7 +159,6 @@ def data():
               type=click.Path(file_okay=False), help="Where the archive is saved and unpacked.")
 def data_download(cache_dir):
   """Fetch TinyStories_all_data.tar.gz from the Hugging Face hub (resuming a partial download) and unpack it."""
-  import contextlib
   from tinystory.data import download
   with contextlib.ExitStack() as stack: download(cache_dir, progress=progress_bar(stack, "downloading"))
 
@@ -179,8 +174,6 @@ def data_download(cache_dir):
 def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_errors):
   """Encode every story (BOS first, no EOS, as llama2.c) into uint16 shards; shard 0 is the validation split.
   Re-running with the same data, tokenizer and options reuses the shards."""
-  import contextlib, time
-  from tinystory.log import log
   from tinystory.pretok import prepare
   t0 = time.perf_counter()
   with contextlib.ExitStack() as stack:
@@ -192,7 +185,6 @@ def data_prepare(sources, tokenizer, out, val_fraction, shard_tokens, encoding_e
 
 def _config_pair(ctx, param, values):
   """--config NAME=VALUE (repeatable) -> dict of ModelArgs overrides, values parsed as Python literals."""
-  import ast
   out = {}
   for v in values:
     name, eq, val = v.partition("=")
@@ -265,7 +257,6 @@ def eval_command(as_json, **options):
   """Measure a model on a text: loss in nats per token, bits per token, bits per character and bits per UTF-8 byte,
   over windows of max_seq_len+1 tokens that cover the text (what is counted: docs/exchange.md). Bits per character
   compare models with different tokenizers; nats per token do not."""
-  import contextlib, json
   from tinystory.evaluate import run_eval
   if as_json: log_to_console(sys.stderr)
   with contextlib.ExitStack() as stack: res = run_eval(EvalConfig(**options), progress_bar(stack, "evaluating", sys.stderr))
@@ -292,7 +283,6 @@ def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **samp
   """Write the run record of RUN_DIR: the sampling command and its output, each training command and the run's log
   (excerpted, lines copied verbatim), then a summary. Sampling options (those of `sample`) choose the sample."""
   from tinystory.export import export_log as run_export
-  from tinystory.log import log
   overrides = ctx.meta.get("overrides", [])
   if not do_sample and overrides:
     raise UserError(f"--no-sample reuses RUN_DIR/sample.txt: sampling options ({', '.join('--' + k for k, _ in overrides)}) "
@@ -308,7 +298,6 @@ def export_log(ctx, run_dir, out, do_sample, head, tail, windows, prompt, **samp
 def export_model(run, fmt, out):
   """Export the model of RUN (run dir, checkpoint dir, or run name) for Hugging Face or llama2.c (docs/exchange.md)."""
   from tinystory.exchange import export_model as run_export
-  from tinystory.log import log
   for path in run_export(run, fmt, out): log(f"wrote {path}")
 
 @cli.command()
@@ -321,7 +310,6 @@ def export_model(run, fmt, out):
 def plot(runs, out, x, logx):
   """Plot the loss curves of one or more runs (run dirs or names) to a PNG: train loss per iteration, smoothed, and
   val loss at evals; several runs share one figure, labelled by the options that differ. Needs matplotlib."""
-  from tinystory.log import log
   from tinystory.plot import plot_runs
   log(f"wrote {plot_runs(list(runs), out, logx, x)}")
 

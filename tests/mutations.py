@@ -42,10 +42,10 @@ MUTATIONS = {
   "Ctrl-C: the second Ctrl-C no longer aborts": (
     "tinystory/train.py", "if self.flag: raise KeyboardInterrupt", "if False: raise KeyboardInterrupt", ["tests/test_train_step.py"]),
   "resume: the saved options are not restored (defaults for what is not typed)": (
-    "tinystory/train.py", "if (k not in given or given[k] == v) and hasattr(cfg, k)}", "if k in RESUME_FIXED}",
+    "tinystory/resume.py", "if (k not in given or given[k] == v) and hasattr(cfg, k)}", "if k in RESUME_FIXED}",
     ["tests/test_reliability.py::test_resume_takes_the_saved_options_and_refuses_shape_changes"]),
   "two trainers: the run dir's lock is not taken": (
-    "tinystory/checkpoint.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fd", ["tests/test_reliability.py::test_one_trainer_per_run_dir"]),
+    "tinystory/rundir.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "fd", ["tests/test_reliability.py::test_one_trainer_per_run_dir"]),
   "data parallel: only the first device's dropout counter is saved": (
     "tinystory/device.py", '**({"more_counters": counters[1:]} if len(counters) > 1 else {})', "",
     ["tests/test_devices.py::test_two_devices_resume_exactly"]),
@@ -86,7 +86,7 @@ MUTATIONS = {
     "tinystory/export.py", "Path.cwd().resolve()", "Path(__file__).resolve().parent.parent",
     ["tests/test_install.py::test_export_log_names_paths_as_typed_in_the_working_directory"]),
   "versions(): a made-up tinygrad version": (
-    "tinystory/replay.py", 'try: return version("tinygrad")', 'try: return "0.14.0"',
+    "tinystory/replay.py", 'try: return metadata.version("tinygrad")', 'try: return "0.14.0"',
     ["tests/test_install.py::test_versions_reads_tinygrads_installed_version"]),
 }
 

@@ -2,7 +2,8 @@
 import json, time
 from pathlib import Path
 import pytest
-from tinystory import SEED_MODEL, UserError
+from tinystory.config import SEED_MODEL
+from tinystory import UserError
 from tinystory import bench
 
 TINY = dict(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=16)

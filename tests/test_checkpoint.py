@@ -7,8 +7,10 @@ import pytest
 from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
-from tinystory.checkpoint import find_checkpoint, find_run, load_checkpoint, locate, model_weights, run_dir, save_checkpoint
-from tinystory.model import ModelArgs, Transformer
+from tinystory.checkpoint import find_checkpoint, find_run, load_checkpoint, locate, model_weights, save_checkpoint
+from tinystory.rundir import run_dir
+from tinystory.config import ModelArgs
+from tinystory.model import Transformer
 
 ROOT = Path(__file__).resolve().parent.parent
 ARGS = ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=20, max_seq_len=8, multiple_of=1)  # vocab 20, hidden 42: padded
@@ -63,7 +65,8 @@ def test_saved_files_hold_logical_shapes_and_saving_runs_no_kernel(tmp_path):
 
 def test_optimizer_state_is_saved_in_logical_shapes(tmp_path):
   from tinygrad import Tensor
-  from tinystory.train import TrainConfig, TrainSteps
+  from tinystory.config import TrainConfig
+  from tinystory.train import TrainSteps
   m = padded_model()
   steps = TrainSteps(m, TrainConfig(batch_size=2, max_seq_len=8, compile=False))
   rng = np.random.default_rng(0)

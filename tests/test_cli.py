@@ -4,11 +4,7 @@ from pathlib import Path
 import click
 import pytest
 from cli import cli
-from tinystory import SEED_MODEL
-from tinystory.evaluate import EvalConfig
-from tinystory.model import ModelArgs
-from tinystory.sample import SampleConfig
-from tinystory.train import TrainConfig
+from tinystory.config import SEED_MODEL, EvalConfig, ModelArgs, SampleConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -86,8 +86,9 @@ def test_training_on_another_device_runs_no_cpu_kernel(tmp_path):
   assert (tmp_path / "run" / "ckpt" / "model.safetensors").is_file() and "saving checkpoint" in p.stdout
 
 def test_each_device_gets_its_shard_of_the_batch_and_all_the_weights():
-  from tinystory.model import ModelArgs, Transformer
-  from tinystory.train import TrainConfig, TrainSteps
+  from tinystory.config import ModelArgs, TrainConfig
+  from tinystory.model import Transformer
+  from tinystory.train import TrainSteps
   devices = ("CPU", "CPU:1")
   model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, vocab_size=40, max_seq_len=8), seed=0).shard(devices)
   steps = TrainSteps(model, TrainConfig(batch_size=4, max_seq_len=8))

@@ -7,8 +7,9 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
 from tinystory.checkpoint import model_weights, save_checkpoint
-from tinystory.evaluate import EvalConfig, TokenStream, evaluate, run_eval, text_tokens
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import EvalConfig, ModelArgs
+from tinystory.evaluate import TokenStream, evaluate, run_eval, text_tokens
+from tinystory.model import Transformer
 from tinystory.pretok import prepare
 from tinystory.synthetic import synthetic_stories
 from tinystory.tokenizer import fit_tokenizer

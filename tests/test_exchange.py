@@ -13,7 +13,8 @@ from tinystory.checkpoint import load_checkpoint, save_checkpoint
 from tinystory.exchange import export_model
 from tinystory.llama2c import RunCTokenizer, read_model_bin, read_tokenizer_bin
 from tinystory.loader import load_model, load_model_file
-from tinystory.model import ModelArgs, rope_tables
+from tinystory.config import ModelArgs
+from tinystory.model import rope_tables
 from tinystory.sample import CachedDecoder, generate
 from tinystory.tokenizer import PATTERN, fit_tokenizer
 from test_sample import STORIES, make_run, ref_forward

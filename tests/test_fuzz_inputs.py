@@ -9,11 +9,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from tinystory import UserError
 from tinystory.checkpoint import model_weights, save_checkpoint
 from tinystory.loader import load_model, load_tokenizer
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import ModelArgs, TrainConfig
+from tinystory.model import Transformer
 from tinystory.pretok import PretokDataset, _inputs, check_tokenizer_matches, load_meta, prepare
 from tinystory.sample import load_prompt
 from tinystory.tokenizer import fit_tokenizer
-from tinystory.train import TrainConfig, load_resume, resumed_config
+from tinystory.resume import load_resume, resumed_config
 
 FUZZ = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STORIES = ["Once upon a time a cat sat.", "The dog ran to the park and back.", "Lily liked red apples a lot."]

@@ -19,10 +19,12 @@ def run(script: str, **env) -> dict:
 # its keys from the compiled step; this test matched all of them when written)
 SEED_STEP = """
 import json, numpy as np
-from tinystory import bench, kernel_opts, SEED_MODEL
+from tinystory.config import SEED_MODEL
+from tinystory import bench, kernel_opts
 bench.render_only()
-from tinystory.model import ModelArgs, Transformer
-from tinystory.train import TrainConfig, TrainSteps
+from tinystory.config import ModelArgs, TrainConfig
+from tinystory.model import Transformer
+from tinystory.train import TrainSteps
 model = Transformer(ModelArgs(**SEED_MODEL), seed=1337)
 steps = TrainSteps(model, TrainConfig(batch_size=64, max_seq_len=SEED_MODEL["max_seq_len"], compile=False))
 x = np.zeros((64, SEED_MODEL["max_seq_len"]), np.int64)
@@ -116,7 +118,7 @@ def test_a_resume_with_another_table_says_so(tmp_path, monkeypatch):
 
 SEARCH_INPUT = """
 import json
-from tinystory import SEED_MODEL
+from tinystory.config import SEED_MODEL
 from tools.search_kernel_opts import step_kernels
 cfg = {**SEED_MODEL, "dim": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "vocab_size": 40, "max_seq_len": 16}
 seen, ms = step_kernels(cfg, 2)

@@ -6,7 +6,8 @@ import pytest
 from tinygrad import Tensor, Context, UOp
 from tinygrad.nn.optim import AdamW
 from tinystory import UserError
-from tinystory.model import KVCache, ModelArgs, Transformer, matvec
+from tinystory.config import ModelArgs
+from tinystory.model import KVCache, Transformer, matvec
 
 SEED_ARGS = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, multiple_of=1, max_seq_len=128,
                  dropout=0.15)

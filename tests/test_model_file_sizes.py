@@ -117,7 +117,8 @@ def test_a_bin_context_no_memory_holds_is_one_line(models, tmp_path):
 def test_the_memory_estimate_counts_the_context(monkeypatch):
   """Checked in-process with a smaller machine: a plausible model that does not fit it is refused, one that does is not."""
   import tinystory.model as model
-  from tinystory.model import ModelArgs, check_file_sizes, memory_needed, param_shapes
+  from tinystory.config import ModelArgs
+  from tinystory.model import check_file_sizes, memory_needed, param_shapes
   a = ModelArgs(dim=64, n_layers=2, n_heads=4, vocab_size=100, max_seq_len=4096, multiple_of=1)
   shapes = param_shapes(a, a.vocab_size, a.hidden_size)
   assert memory_needed(a) > 13 * 4096 ** 2 * 4  # the prefill's (n_heads, T, T) scores, their exp and more, and the mask

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
 from tinystory.recipe import load_recipe
-from tinystory.train import TrainConfig
+from tinystory.config import TrainConfig
 from test_train import SEED_CMD, TINY, capture_train, iter_lines
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from tinystory.checkpoint import find_checkpoint, load_checkpoint, read_metrics
 from tinystory.pretok import load_meta, prepare
 from tinystory.tokenizer import fit_tokenizer
 from tinystory.optim import get_lr
-from tinystory.train import TrainConfig
+from tinystory.config import TrainConfig
 from test_train import ROOT, TINY, iter_lines, run_train
 
 @pytest.fixture(autouse=True)

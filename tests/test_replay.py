@@ -5,9 +5,10 @@ import pytest
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import NUM_CPU_THREADS
 import tinystory.replay as replay
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import ModelArgs, TrainConfig
+from tinystory.model import Transformer
 from tinystory.replay import ReplayJit, host_view, upload
-from tinystory.train import TrainConfig, TrainSteps
+from tinystory.train import TrainSteps
 
 needs_cores = pytest.mark.skipif(NUM_CPU_THREADS.value < 2, reason="one core: tinygrad splits no kernel over cores")
 

@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 from cli import cli
 from tinystory import UserError
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import ModelArgs
+from tinystory.model import Transformer
 from tinystory.sample import CachedDecoder, TextStream, generate, sample_token, state_dict_lines, token_probs
 from tinystory.tokenizer import fit_tokenizer
 from tinystory.checkpoint import model_weights, save_checkpoint
@@ -181,9 +182,9 @@ def test_kernel_replay_gives_the_jits_logits_bit_for_bit(monkeypatch):
   assert dec._step.replay is None and np.array_equal(replayed, jitted)
 
 def test_unembedding_is_computed_once_not_per_token(monkeypatch):
-  import tinystory.pinv
-  calls, real = [], tinystory.pinv.pinv
-  monkeypatch.setattr(tinystory.pinv, "pinv", lambda E: calls.append(1) or real(E))
+  import tinystory.model  # the pinv the model calls
+  calls, real = [], tinystory.model.pinv
+  monkeypatch.setattr(tinystory.model, "pinv", lambda E: calls.append(1) or real(E))
   model = tiny_model(4)
   list(generate(CachedDecoder(model), [1], 12, np.argmax))
   assert len(calls) == 1
@@ -308,7 +309,8 @@ def test_missing_corrupt_and_mismatched_inputs_are_one_line_errors(run, tmp_path
 
 def test_empty_prompt_starts_from_bos_alone(run):
   from tinystory.loader import load_model
-  from tinystory.sample import SampleConfig, sample
+  from tinystory.config import SampleConfig
+  from tinystory.sample import sample
   writes = []
   res = sample(SampleConfig(checkpoint=str(run), start="", max_new_tokens=6, temperature=0), write=writes.append)
   greedy = list(generate(Recompute(load_model(run / "ckpt")[0]), [1], 6, np.argmax))

@@ -1,7 +1,8 @@
 """The package's modules in layers (issue 22): every import of a tinystory module, at top level or inside a function,
 points downward (the import graph has no cycle), no module of the package assigns another one's attribute (a choice
-one module makes for another is a value handed to it), and docs/architecture.md's module table lists exactly the
-imports the code has. Read from the source with ast: nothing is imported."""
+one module makes for another is a value handed to it), docs/architecture.md's module table lists exactly the
+imports the code has, and the modules cli.py imports at its top (config.py: every command's options) import no
+tinygrad. Read from the source with ast: nothing is imported."""
 import ast, re
 from pathlib import Path
 
@@ -148,3 +149,32 @@ def test_tinygrads_private_names_only_where_tinygrad_is_wrapped():
   assert not found, f"tinygrad's private names outside {sorted(TINYGRAD_PRIVATE_OK)}: {found}"
   assert private_uses(ast.parse("from tinygrad.dtype import _to_np_dtype\nTensor._seed\nself._x\nx.__dict__")) == [
     "line 1: from tinygrad.dtype import _to_np_dtype", "line 2: ._seed"]
+
+# the modules cli.py imports at its top (config: every command's options): `--help` and the option checks load no
+# tinygrad, neither in them nor in what they import, at their top or inside a function
+NO_TINYGRAD = ("config", "recipe", "log")
+
+def imports_tinygrad(tree: ast.AST) -> bool:
+  return any(isinstance(n, ast.Import) and any(a.name.split(".")[0] == "tinygrad" for a in n.names) or
+             isinstance(n, ast.ImportFrom) and n.level == 0 and (n.module or "").split(".")[0] == "tinygrad" for n in ast.walk(tree))
+
+def tinygrad_chain(module: str, sources: dict[str, str] | None = None) -> list[str] | None:
+  """The shortest chain of imports [module, ..., m] from `module` to a module m that imports tinygrad itself, or None."""
+  sources = sources or {name: path.read_text(encoding="utf-8") for name, path in modules().items()}
+  edges, _ = graph(sources)
+  paths, seen = [[module]], {module}
+  while paths:
+    path = paths.pop(0)
+    if imports_tinygrad(ast.parse(sources[path[-1]])): return path
+    for n in sorted(edges.get(path[-1], ())):
+      if n not in seen: seen.add(n); paths.append(path + [n])
+  return None
+
+def test_the_config_module_imports_no_tinygrad():
+  found = {m: chain for m in NO_TINYGRAD if (chain := tinygrad_chain(m))}
+  assert not found, "modules that must not import tinygrad do: " + "; ".join(" -> ".join(c + ["tinygrad"]) for c in found.values())
+  # the check finds tinygrad imported directly and through a package module (there inside a function), not where it is not
+  assert tinygrad_chain("config", {"config": "import tinygrad.helpers", "__init__": "", "cli": ""}) == ["config"]
+  assert tinygrad_chain("config", {"config": "from tinystory import UserError\nfrom tinystory.model import X", "__init__": "",
+                                   "model": "def f():\n  from tinygrad import Tensor", "cli": ""}) == ["config", "model"]
+  assert tinygrad_chain("config", {"config": "from tinystory import UserError", "__init__": "import os", "cli": ""}) is None

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from cli import cli
 from tinystory.checkpoint import load_checkpoint
 from tinystory.optim import AdamW, get_lr
-from tinystory.train import TrainConfig
+from tinystory.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["--dim=16", "--n_layers=1", "--n_heads=2", "--n_kv_heads=2", "--max_seq_len=16", "--batch_size=4",
@@ -121,8 +121,8 @@ def numpy_adamw(p, g, m, v, lr, step, wd, b1, b2, clip, eps=1e-8):
 def test_weight_decay_groups_are_llama2cs():
   """AdamW decays the 2+-dim tensors (matmuls, embedding), not the biases and norm weights: llama2.c's
   configure_optimizers, whose counts train logs (29 decayed tensors, 13 not, for the seed)."""
-  from tinystory import SEED_MODEL
-  from tinystory.model import ModelArgs, Transformer
+  from tinystory.config import SEED_MODEL, ModelArgs
+  from tinystory.model import Transformer
   from tinystory.train import TrainSteps
   model = Transformer(ModelArgs(**SEED_MODEL), seed=0)
   decays = dict(zip(model.weights, TrainSteps(model, TrainConfig(weight_decay=0.25)).opt.decays))

@@ -4,7 +4,8 @@ import json, re, sys, types
 import numpy as np
 import pytest
 from tinystory.checkpoint import model_weights
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import ModelArgs
+from tinystory.model import Transformer
 from tinystory.pretok import PretokDataset, load_meta
 from tinystory.synthetic import synthetic_stories
 from test_model import ref_loss

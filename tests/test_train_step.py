@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from tinygrad import Tensor
 import cli as cli_module
-from tinystory.model import ModelArgs, Transformer
+from tinystory.config import ModelArgs, TrainConfig
+from tinystory.model import Transformer
 from tinystory.checkpoint import load_checkpoint
-from tinystory.train import TrainConfig, TrainSteps
+from tinystory.train import TrainSteps
 from test_model import random_tokens, ref_loss
 from test_train import TINY, iter_lines, numpy_adamw, run_train
 

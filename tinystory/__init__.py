@@ -1,5 +1,5 @@
 """tinystory: train tiny LLaMA-style story models from scratch on a CPU with tinygrad."""
-import errno, os, shutil
+import errno, glob, os, shutil
 from pathlib import Path
 __version__ = "0.1.0"
 
@@ -62,7 +62,6 @@ def temp_name(path: Path, what: str) -> Path:
 
 def remove_stale(path: Path, what: str) -> None:
   """Remove the temp siblings of `path` (temp_name) left by writers that died: their pid no longer runs."""
-  import glob
   for p in path.parent.glob(f"{glob.escape(path.name)}.{what}-tmp.*"):
     if (pid := p.name.rsplit(".", 1)[1]).isdigit() and not pid_alive(int(pid)):
       if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
@@ -106,16 +105,3 @@ def remove_created(top: Path | None) -> None:
 def need(ok: bool, msg: str) -> None:
   """Raise UserError(msg) unless ok: one line per check of a user's input."""
   if not ok: raise UserError(msg)
-
-def need_positive(cfg, *names: str) -> None:
-  for k in names: need(getattr(cfg, k) > 0, f"--{k} must be a positive integer, got {getattr(cfg, k)}")
-
-def option(default, help: str):
-  """A field of a command's config dataclass with its --help text: cli.py makes one option of each field."""
-  import dataclasses
-  return dataclasses.field(default=default, metadata={"help": help})
-
-# The seed run's model (llama2.c's ModelArgs names; hidden_dim None: 341 by llama2.c's rule). Here, not in model.py, so
-# that train's defaults, the CLI and the PyTorch twin (torch_llama.py) read it without importing tinygrad.
-SEED_MODEL = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, hidden_dim=None, multiple_of=1,
-                  norm_eps=1e-5, max_seq_len=128, dropout=0.15, ffn_bias=True, unembedding="pinv")

@@ -4,12 +4,24 @@ Each measurement runs in its own process (`python -m tinystory.bench --worker tr
 its compile caches are its own. This machine class is shared and noisy: compare ratios from one bench run, not
 absolute numbers from different runs; the JSON records the load average before and after.
 """
-import argparse, json, os, platform, resource, statistics, subprocess, sys, time
+import argparse, json, math, os, platform, resource, statistics, subprocess, sys, time
+from importlib.util import find_spec
 from pathlib import Path
+import numpy as np
+from tinygrad import Device
+from tinygrad.device import Compiler
+from tinygrad.helpers import PARALLEL, ansistrip
+from tinygrad.renderer import Estimates
+from tinygrad.uop.ops import Ops, sym_infer
+import tinygrad.engine.realize as realize
 import tinystory
-from tinystory import SEED_MODEL, UserError, write_atomic
+from tinystory import UserError, kernel_opts, write_atomic
+from tinystory.config import SEED_MODEL, ModelArgs, TrainConfig
 from tinystory.device import choose_for, set_device
 from tinystory.log import log
+from tinystory.model import Transformer
+from tinystory.sample import CachedDecoder, generate
+from tinystory.train import TrainSteps, flops_per_token
 
 def peak_rss_mb() -> float:
   kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -36,9 +48,6 @@ TORCH_DEVICE = {"CPU": "cpu", "CUDA": "cuda", "NV": "cuda", "AMD": "cuda", "HIP"
 def train_driver(cfg: dict, batch_size: int, grad_chunk: int = 0):
   """The measured code path, train.TrainSteps, on a fresh model of cfg (with the device's gradient chunk, as train
   makes it), and a maker of random (tokens, targets) batches for it."""
-  import numpy as np
-  from tinystory.model import ModelArgs, Transformer
-  from tinystory.train import TrainConfig, TrainSteps
   model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
   steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"]))
   rng = np.random.default_rng(0)
@@ -80,9 +89,6 @@ def measure_sample(cfg: dict, new_tokens: int) -> dict:
   """sample.py's KV-cached generation, greedy (the work per token does not depend on the draws). Two rates: filling
   one max_seq_len window from BOS (a cached step per token), and new_tokens with llama2.c's exact sliding window
   (past max_seq_len tokens, a recompute of the window per token)."""
-  import numpy as np
-  from tinystory.model import ModelArgs, Transformer
-  from tinystory.sample import CachedDecoder, generate
   model = Transformer(ModelArgs(**{**cfg, "dropout": 0.0}), seed=1337)
   decoder = CachedDecoder(model)
   def rate(n: int) -> float:
@@ -103,7 +109,7 @@ RENDERERS = {"cuda": "NULL:CUDA:sm_90", "amd": "NULL:HIP:gfx1100", "cpu": "NULL:
 def render_only() -> None:
   """Replace the vendor compilers (NVRTC, comgr, clang) by one that keeps the source: the NULL device never runs a
   kernel, so none needs compiling, and none of those libraries need be installed."""
-  from tinygrad.device import Compiler
+  # imported here: only the NULL device's renders need them (each loads its vendor's compiler bindings)
   import tinygrad.runtime.support.compiler_amd as amd, tinygrad.runtime.support.compiler_cpu as cpu
   import tinygrad.runtime.support.compiler_cuda as cuda
   class SourceOnly(Compiler):
@@ -115,9 +121,6 @@ def executed_estimates(program) -> tuple:
   threads, or CPU parts): every op counted once per thread that executes it. tinygrad's own count multiplies an op
   only by the thread indices that come before it in the code, so a reduction that each thread block recomputes,
   placed before blockIdx, counts once."""
-  import math
-  from tinygrad.renderer import Estimates
-  from tinygrad.uop.ops import Ops
   uops = next(s for s in program.src if s.op is Ops.LINEAR).src
   ids = [u for u in uops if u.op is Ops.SPECIAL or (u.op is Ops.PARAM and u.arg.name == "core_id")]
   threads = math.prod(int(u.src[0].vmax) if u.op is Ops.SPECIAL else int(u.vmax) + 1 for u in ids)
@@ -127,16 +130,8 @@ def measure_schedule(cfg: dict, batch_size: int, grad_chunk: int = 0) -> dict:
   """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
   bytes (tinygrad's own estimates, from the rendered kernel) summed by kernel name, against llama2.c's estimate of the
   model's arithmetic. Run with DEV=NULL:... (RENDERERS); a first iteration realises the initial weights first."""
-  from tinygrad.helpers import PARALLEL, ansistrip
-  from tinygrad.uop.ops import Ops
   render_only()
   PARALLEL.value = 0  # compile here: a pool's worker processes would import the real compilers again
-  import tinygrad.engine.realize as realize
-  from tinygrad import Device
-  from tinygrad.uop.ops import sym_infer
-  from tinystory.model import ModelArgs, Transformer
-  from tinystory.train import TrainConfig, TrainSteps, flops_per_token
-  import numpy as np
   model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
   steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"], compile=False))
   x = np.zeros((batch_size, cfg["max_seq_len"]), np.int64)
@@ -174,7 +169,6 @@ def worker(argv: list[str]) -> None:
   chunk = choose_for(set_device(a.device) if a.worker != "schedule" else os.environ["DEV"].split(":")[1]).grad_chunk
   out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, chunk) if a.worker == "train" else
          measure_schedule(cfg, a.batch_size, chunk) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
-  from tinygrad import Device
   print(json.dumps({**out, "device": Device.DEFAULT, "device_name": device_name(Device.DEFAULT)}))
 
 # *** the bench command: run the workers, print ratios ***
@@ -195,7 +189,6 @@ def run_worker(cmd: list[str], env: dict) -> dict:
   return json.loads(p.stdout.strip().splitlines()[-1])
 
 def torch_available() -> bool:
-  from importlib.util import find_spec
   return find_spec("torch") is not None
 
 def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, new_tokens: int = 500,
@@ -204,7 +197,6 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   """Measure tinygrad training and sampling on `device` (and PyTorch's on the same hardware, with against=('torch',):
   `repeat` rounds of tinygrad then PyTorch eager training, interleaved, so that both see the same machine load); log
   a table, return the results. Ratios are only computed between measurements on the same device."""
-  from tinystory.model import ModelArgs
   cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)  # validate before spending minutes
   if steps < 1 or new_tokens < 1 or batch_size < 1 or repeat < 1:
@@ -222,7 +214,6 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   args = ["--cfg", json.dumps(cfg), "--batch-size", str(batch_size), "--steps", str(steps), "--new-tokens", str(new_tokens),
           "--device", device]
   rounds = repeat if "torch" in against else 1
-  from tinystory import kernel_opts
   res = {"config": cfg, "batch_size": batch_size, "beam": beam, "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
          "loadavg_before": os.getloadavg()[0], "rounds": rounds, "kernel_opts": kernel_opts.describe()}
   log(f"bench: {ModelArgs(**cfg)}, batch {batch_size}, {steps} timed steps after warm-up (tinygrad 3 steps, torch 1)")
@@ -267,7 +258,6 @@ def schedule(overrides: dict | None = None, batch_size: int = 64, renderer: str 
   FLOPs (as executed: see executed_estimates) and bytes against the model's arithmetic; log a table, return the
   results. For CUDA the matmuls get TF32 tensor cores, as training on an NVIDIA GPU does (device.choose_for): the NULL
   device allows them whatever ALLOW_TF32 says."""
-  from tinystory.model import ModelArgs
   cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)
   if batch_size < 1: raise UserError("--batch-size must be positive")

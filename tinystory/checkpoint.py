@@ -1,27 +1,25 @@
-"""Runs and checkpoints: where a run directory is, its checkpoint (find, save, load), and the readers of its
-config.json and metrics.jsonl. train, sample, export-log and plot all come here; nothing here imports the trainer.
+"""Runs and checkpoints: where runs are, a run's checkpoint (find, save, load), and the readers of its config.json
+and metrics.jsonl. train, sample, export-log and plot all come here; nothing here imports tinygrad or the trainer.
 
-A relative `--out_dir`, and a run name given to sample, export-log or plot, is under `./runs` of the working directory,
-as llama2.c's out_dir is relative to where it runs. A run's checkpoint is RUN_DIR/ckpt/: model.safetensors (llama2.c's
-names, logical shapes), optimizer.safetensors (the AdamW moments, logical shapes) and ckpt.json. Both tensor files are
-written with the safetensors package from numpy arrays (plain file writes, fsync, atomic rename) and read with it.
+A relative `--out_dir` (rundir.run_dir), and a run name given to sample, export-log or plot, is under `./runs` of the
+working directory, as llama2.c's out_dir is relative to where it runs. A run's checkpoint is RUN_DIR/ckpt/:
+model.safetensors (llama2.c's names, logical shapes), optimizer.safetensors (the AdamW moments, logical shapes) and
+ckpt.json. Both tensor files are written with the safetensors package from numpy arrays (plain file writes, fsync,
+atomic rename) and read with it.
 """
-import contextlib, fcntl, json, os, shutil
+import contextlib, json, os, shutil
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, fsync_dir, open_nofollow, write_error, write_file
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
+from tinystory import UserError, fsync_dir, write_error, write_file
 
 CKPT = "ckpt"
 GOOD = "ckpt.good"  # the last checkpoint that looked trained, while always_save_checkpoint saves ones that do not
-LOCK = "train.lock"  # held (flock) by the one `train` running in a run dir
 
 # *** where runs are ***
 
 def runs_dir() -> Path: return Path.cwd() / "runs"
-
-def run_dir(out_dir: str) -> Path:
-  """The directory of `--out_dir`: as given when absolute, else under ./runs of the working directory."""
-  return Path(out_dir) if os.path.isabs(out_dir) else runs_dir() / out_dir
 
 def locate(path: str) -> Path:
   """`path` as given, or runs/PATH (as `train --out_dir=PATH` named it) when only that exists."""
@@ -64,41 +62,6 @@ def newest_checkpoint() -> Path:
     raise UserError(f"no checkpoint under {runs_dir()}: train a model first (python cli.py train ...) or pass --checkpoint")
   return max(found, key=lambda ck: (ck / "ckpt.json").stat().st_mtime)
 
-# *** one trainer per run dir ***
-
-@contextlib.contextmanager
-def training_lock(rdir: Path):
-  """Hold RUN_DIR/train.lock for a training run: a second trainer is refused with one line, and export-log sees the
-  run is live (training_pid). flock: the kernel drops it when the process ends, however it ends (kill -9 too), so a
-  stale lock never blocks. Creating the file is also the first write to the run dir: an unwritable one fails here."""
-  path = rdir / LOCK
-  try:
-    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
-  except OSError as e: raise write_error(path, e, "--out_dir must be a writable directory") from None
-  try:
-    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-      raise UserError(f"{rdir} is in use: another `train` (pid {read_pid(fd)}) is running in it; wait for it to end (Ctrl-C "
-                      "in it saves a checkpoint and stops), or pass another --out_dir") from None
-    try:
-      os.ftruncate(fd, 0)
-      os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the messages of the others
-    except OSError as e: raise write_error(path, e) from None
-    yield
-  finally: os.close(fd)
-
-def read_pid(fd: int) -> str: return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-
-def training_pid(rdir: Path) -> str | None:
-  """The pid of the `train` running in rdir, None if none is."""
-  try: fd = os.open(rdir / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
-  except OSError: return None  # never trained here, unreadable or a link: no lock to find
-  try:
-    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    return None
-  except BlockingIOError: return read_pid(fd)
-  finally: os.close(fd)  # closing drops our shared lock at once
-
 # *** save and load ***
 
 def unpadded(t, shape: tuple[int, ...]) -> np.ndarray:
@@ -115,7 +78,6 @@ def save_checkpoint(rdir: Path, weights: dict[str, np.ndarray], opt_state: dict[
   until the rename is done, so a crash at any point leaves one complete checkpoint (find_checkpoint looks at both),
   and then removed, or with `keep_old` kept as ckpt.good. A write error (disk full, read-only, permission) is a
   UserError naming the file and the cause: the previous checkpoint is left as it was and no ckpt.tmp stays behind."""
-  from safetensors.numpy import save
   dense = lambda arrays: save({n: np.ascontiguousarray(a) for n, a in arrays.items()})
   files = {"model.safetensors": dense(weights), "optimizer.safetensors": dense(opt_state),
            "ckpt.json": json.dumps(meta, indent=1).encode()}
@@ -153,8 +115,6 @@ def load_checkpoint(path: Path, optimizer: bool = True) -> tuple[dict, dict[str,
   uses are checked here (model_args, iter_num, best_val_loss), and that the weights are finite. optimizer=False skips
   optimizer.safetensors ({} for it): only a resumed run needs the moments, so a damaged one never blocks sample, eval
   or export-model."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load
   for attempt in range(2):
     ck = find_checkpoint(path)
     f = ck / "ckpt.json"
@@ -183,20 +143,6 @@ def check_field(meta: dict, key: str, kind: type, ck: Path, ok=lambda v: True) -
   v = meta.get(key)
   if isinstance(v, bool) or not isinstance(v, (int, float) if kind is float else kind) or not ok(v):
     raise UserError(f"checkpoint {ck / 'ckpt.json'}: {key}={json.dumps(v)[:60]} is not a valid {kind.__name__}")
-
-def model_args_of(ck: Path, meta: dict, weights: dict[str, np.ndarray]):
-  """The checkpoint's ModelArgs, checked against its weights' names and shapes and the machine's memory (before the
-  model is built: model_args that lack a field get llama2.c's 7B defaults, a damaged max_seq_len is in no shape)."""
-  from dataclasses import fields
-  from tinystory.model import ModelArgs, check_file_sizes
-  known = [f.name for f in fields(ModelArgs)]
-  if unknown := [k for k in meta["model_args"] if k not in known]:
-    raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args has an unknown field {unknown[0]!r} (expected {', '.join(known)})")
-  try: args = ModelArgs(**meta["model_args"])
-  except (UserError, TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args {e}") from None
-  shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
-  check_file_sizes(args, shapes, f"checkpoint {ck}", "its model_args")
-  return args
 
 # *** config.json and metrics.jsonl ***
 

@@ -5,12 +5,13 @@ private counters hold (tests/test_structure.py keeps tinygrad's private names he
 import os
 from dataclasses import dataclass
 import numpy as np
+from tinygrad import Device, Tensor
+from tinygrad.helpers import ALLOW_TF32, DEV
 from tinystory import UserError
 
 def tinygrad_device(name: str, given: str) -> str:
   """'cpu' -> CPU, 'mps' -> METAL, 'cuda:1' -> CUDA:1 (tinygrad's name), checked to open here. `given`: the option
   as typed, for errors."""
-  from tinygrad import Device
   base, _, index = name.strip().partition(":")
   dev = {"cpu": "CPU", "mps": "METAL"}.get(base.lower(), base.upper()) + (f":{index}" if index else "")
   if index and not index.isdigit(): raise UserError(f"{given}: expected DEVICE or DEVICE:N (e.g. cuda:1), got {name!r}")
@@ -21,7 +22,6 @@ def tinygrad_device(name: str, given: str) -> str:
 def set_device(name: str, several: bool = False, option: str = "--device") -> str | tuple[str, ...]:
   """Make `name` tinygrad's default device and return tinygrad's name for it. With `several`, a comma-separated list
   is allowed: the default is its first device and the tuple of all is returned (for Tensor.shard)."""
-  from tinygrad.helpers import DEV
   names = name.split(",")
   if len(names) > 1 and not several:
     raise UserError(f"{option}={name}: one device here (several, comma-separated, are for data parallel training)")
@@ -56,7 +56,6 @@ def choose_for(device: str | tuple[str, ...]) -> Choices:
   - On GPUs each weight's gradient is summed over chunks of 256 positions or more (at most 32 chunks), then over the
     chunks (Choices.grad_chunk, model.grad_parts): one long sum per output leaves most of a GPU idle. On the CPU,
     where every core already has a share of the outputs, the partial sums would only add memory traffic."""
-  from tinygrad.helpers import ALLOW_TF32
   backend = devices_of(device)[0].split(":")[0]
   if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
   return Choices(grad_chunk=0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK)
@@ -67,14 +66,12 @@ def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
 
 def tensor_like(t, arr: np.ndarray):
   """arr as a tensor on t's device, sharded as t is (replicated, or split along the same axis): what t.assign takes."""
-  from tinygrad import Tensor
   return Tensor(arr).shard(t.device, t.uop.axis) if isinstance(t.device, tuple) else Tensor(arr, device=t.device)
 
 # *** dropout RNG state (tinygrad's per-device counter), so a resumed run draws the same masks ***
 
 def rng_state(device: str | tuple[str, ...]) -> dict:
   """The seed and the first device's counter; data parallel adds the other devices' counters (more_counters)."""
-  from tinygrad import Tensor
   counters = [c.numpy().tolist() if (c := Tensor._device_rng_counters.get(d)) is not None else None
               for d in devices_of(device)]
   return {"seed": Tensor._seed, "counter": counters[0], **({"more_counters": counters[1:]} if len(counters) > 1 else {})}
@@ -82,7 +79,6 @@ def rng_state(device: str | tuple[str, ...]) -> dict:
 def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
   """Restore rng_state's counters, the devices' seeds created in order as the first dropout creates them. A device the
   state has no counter for (a run resumed on more devices) starts its own."""
-  from tinygrad import Tensor
   Tensor.manual_seed(state["seed"])
   counters = [state["counter"], *state.get("more_counters", [])]
   for d, counter in zip(devices_of(device), counters):

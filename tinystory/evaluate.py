@@ -24,12 +24,16 @@ loss = nats / tokens; bits per token = loss / ln 2; bits per char = nats / ln 2 
 Only bits per character and per byte compare models with different tokenizers.
 """
 import math
-from dataclasses import dataclass
 from typing import Callable
 import numpy as np
-from tinystory import need, need_positive, option, pretok
+from tinygrad import Tensor, dtypes
+from tinystory import need, pretok
+from tinystory.config import EvalConfig
 from tinystory.data import iter_stories, source_list
+from tinystory.device import set_device
+from tinystory.loader import load_for_inference
 from tinystory.log import log
+from tinystory.replay import ReplayJit, host_view, read, upload
 
 # *** the text as one stream of token ids ***
 
@@ -77,8 +81,6 @@ class TokenLosses:
   """-ln p(y | x) of every position of a (batch_size, max_seq_len) batch: one forward of fixed shapes, compiled
   (replay.ReplayJit) when `compile`; a partial batch is padded."""
   def __init__(self, model, batch_size: int, compile: bool = True):
-    from tinygrad import Tensor, dtypes
-    from tinystory.replay import ReplayJit, host_view
     self.model = model
     self.batch = tuple(Tensor.zeros(batch_size, model.args.max_seq_len, dtype=dtypes.int64).contiguous().realize() for _ in "xy")
     self.views = tuple(map(host_view, self.batch))
@@ -87,7 +89,6 @@ class TokenLosses:
   def graph(self, x, y): return self.model(x).sparse_categorical_crossentropy(y, reduction="none").realize()
 
   def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from tinystory.replay import read, upload
     for t, v, a in zip(self.batch, self.views, (x, y)): upload(t, v, a)
     return read(self._nll())
 
@@ -127,31 +128,12 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
           "loss": nats / tokens, "bits_per_token": bits / tokens, "bits_per_char": bits / max(chars, 1),
           "bits_per_byte": bits / max(nbytes, 1)}
 
-@dataclass
-class EvalConfig:
-  """`python cli.py eval`'s options; `--help` shows each field's help."""
-  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; '': the newest "
-                           "under runs/")
-  data: str = option("", "the text: story files, dirs, globs or 'synthetic[:N]', comma-separated, tokenized as training "
-                     "does; or a prepared shard dir")
-  split: str = option("", "of a prepared shard dir: val | train | all; '': val")
-  tokenizer: str = option("", "tokenizer file (.tok, llama2.c tokenizer.bin, exported tokenizer.json); '': the run's "
-                          "tokenizer.tok")
-  max_windows: int = option(0, "evaluate the first N windows only; 0: every window, the whole text")
-  batch_size: int = option(16, "windows per forward pass (the last batch is padded; the numbers do not depend on it)")
-  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
-  compile: bool = option(True, "TinyJit-compiled forward (False runs eagerly: same numbers, slower)")
-
 def run_eval(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None) -> dict:
   """`python cli.py eval`: load the model (loader.load_for_inference), read --data, evaluate; logs a summary and
   returns evaluate's dict with the checkpoint, data and max_seq_len added."""
-  from tinystory.device import set_device
-  from tinystory.loader import load_for_inference
   need(bool(sources := source_list(cfg.data)), "--data is required: the text to evaluate on (story "
        "files, dirs, globs or synthetic[:N], or a prepared shard dir)")
-  need(cfg.split in ("", *pretok.SPLITS), f"--split must be one of {', '.join(pretok.SPLITS)}, got {cfg.split!r}")
-  need_positive(cfg, "batch_size")
-  need(cfg.max_windows >= 0, f"--max_windows must be >= 0 (0: the whole text), got {cfg.max_windows}")
+  cfg.validate()
   set_device(cfg.device)
   model, tok, ck = load_for_inference(cfg.checkpoint, cfg.tokenizer)
   L, max_windows = model.args.max_seq_len, cfg.max_windows or None

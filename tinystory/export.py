@@ -11,9 +11,12 @@ machine) with text sparklines of the loss, made from config.json, metrics.jsonl 
 import json, logging, math, re, shlex
 from pathlib import Path
 from typing import Callable
-from tinystory import UserError
-from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text, training_pid
+from tinystory import UserError, write_atomic
+from tinystory.checkpoint import find_checkpoint, find_run, last_per_iter, read_config, read_metrics, read_text
+from tinystory.config import SampleConfig
 from tinystory.log import fmt_duration, log, logger
+from tinystory.rundir import training_pid
+from tinystory.sample import sample as run_sampling
 
 TOKENS_LINE = "tokens per iteration will be:"
 OVERRIDING = ("Overriding: ", "Overriding config with ")  # an invocation's first lines: a recipe's, then each typed option
@@ -126,7 +129,6 @@ def sample_command(rdir: Path, overrides: list[tuple[str, object]]) -> tuple[str
 def run_sample(rdir: Path, options: dict, overrides: list[tuple[str, object]], write: Callable[[str], None]) -> tuple[str, str]:
   """Sample from the run's checkpoint in-process: (the command, everything it prints: its log lines and the text, in
   order). `options` are SampleConfig fields besides checkpoint; `overrides` those given on the command line."""
-  from tinystory.sample import SampleConfig, sample
   command, overrides = sample_command(rdir, overrides)
   chunks: list[str] = []
   def collect(text: str):
@@ -134,7 +136,7 @@ def run_sample(rdir: Path, options: dict, overrides: list[tuple[str, object]], w
     write(text)
   handler = _Collect(chunks)
   logger.addHandler(handler)
-  try: sample(SampleConfig(**options, checkpoint=str(rdir.resolve())), overrides=overrides, write=collect)
+  try: run_sampling(SampleConfig(**options, checkpoint=str(rdir.resolve())), overrides=overrides, write=collect)
   finally: logger.removeHandler(handler)
   return command, "".join(chunks)
 
@@ -229,7 +231,6 @@ def export_log(run_dir: str, out: str | None, sample: bool, sample_options: dict
   """Write the record of the run in `run_dir` to `out` (default RUN_DIR/train-<run name>.sh) and return its path.
   sample=True samples now with `sample_options` (SampleConfig fields; `sample_overrides` are those given, in order),
   streaming the text through `write`, and saves it as RUN_DIR/sample.txt; sample=False reuses that file."""
-  from tinystory import write_atomic
   rdir = find_run(run_dir)
   if (pid := training_pid(rdir)) is not None:  # its log, metrics and checkpoint would not agree with one another
     raise UserError(f"{rdir} is still training (pid {pid}): export it when that run ends (Ctrl-C in it saves a checkpoint and stops)")

@@ -14,7 +14,10 @@ every split of a token into two tokens as a merge, ranked by the token's id: the
 import json
 from pathlib import Path
 import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load, save
 from tinystory import UserError, write_atomic
+from tinystory.tokenizer import N_SPECIAL, PATTERN, Tokenizer
 
 ROPE_THETA = 10000.0  # the project's (llama2.c's) RoPE base
 SPECIALS = ["<unk>", "<s>", "</s>"]
@@ -68,7 +71,6 @@ def hf_weights(weights: dict[str, np.ndarray], a) -> dict[str, np.ndarray]:
 
 def write_hf(weights: dict[str, np.ndarray], a, tok, out: Path) -> list[Path]:
   """Write config.json, generation_config.json, model.safetensors, tokenizer.json, tokenizer_config.json into `out`."""
-  from safetensors.numpy import save
   files = {"config.json": json.dumps(hf_config(a), indent=1),
            "generation_config.json": json.dumps({"bos_token_id": 1, "eos_token_id": 2}, indent=1),
            "model.safetensors": save(hf_weights(weights, a), metadata={"format": "pt"}),
@@ -92,13 +94,11 @@ def hf_pattern(pattern: str) -> str:
   """The project's pre-tokenizer pattern for `tokenizers` (Oniguruma): its possessive quantifiers made plain (the same
   splits here: each quantified class is followed by something it cannot match, so nothing would be given back), and
   trailing whitespace anchored at the end of the text."""
-  from tinystory.tokenizer import PATTERN
   if pattern != PATTERN: raise UserError("the tokenizer's pre-tokenizer pattern is not the project's: it has no tokenizer.json form")
   plain = pattern.replace(r"\s++$", r"\s+\z")  # Oniguruma's $ is any line's end; the project's (Python's) the text's
   return plain.replace("?+", "?").replace("++", "+").replace("*+", "*").replace("{1,3}+", "{1,3}")
 
 def tokenizer_json(tok) -> dict:
-  from tinystory.tokenizer import N_SPECIAL
   if tok.kind == "llama2c":
     raise UserError("the run's tokenizer is a llama2.c tokenizer.bin, whose run.c encoder a tokenizer.json cannot "
                     "express: export it with --format llama2c (or llama2c-q8)")
@@ -141,7 +141,6 @@ def read_tokenizer_json(path: Path):
 
 def parse_tokenizer_json(raw: bytes, path):
   """read_tokenizer_json of a file's bytes."""
-  from tinystory.tokenizer import PATTERN, Tokenizer
   try: j = json.loads(raw.decode("utf-8"))
   except UnicodeDecodeError as e: raise UserError(f"{path}, read as a tokenizer.json: not UTF-8 text (byte {e.start})") from None
   except ValueError as e: raise UserError(f"{path}, read as a tokenizer.json: not valid JSON ({e})") from None
@@ -161,8 +160,6 @@ def parse_tokenizer_json(raw: bytes, path):
 def read_hf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
   """(ModelArgs fields, weights by llama2.c names) of a Llama directory: config.json and model.safetensors. Only
   what the project's model computes is accepted; anything else is a UserError naming the setting."""
-  from safetensors import SafetensorError
-  from safetensors.numpy import load
   try: cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
   except (OSError, ValueError) as e: raise UserError(f"cannot read {path / 'config.json'}: {getattr(e, 'strerror', None) or e}") from None
   if not (path / "model.safetensors").is_file():

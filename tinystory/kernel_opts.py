@@ -16,8 +16,13 @@ every entry still matches a kernel of the seed step, so a change that makes the 
 search then. TINYSTORY_KERNEL_OPTS=0 turns the table off; TINYSTORY_KERNEL_OPTS=FILE uses a table searched elsewhere.
 """
 import functools, hashlib, json, os
+from dataclasses import replace
 from pathlib import Path
 from tinystory import UserError
+from tinystory.replay import tinygrad_is_pinned
+
+# tinygrad's code generator is imported where it is used, not here: this module imports on any tinygrad, and only
+# the pinned one (install) has the internals it replaces
 
 TABLE = Path(__file__).with_name("kernel_opts.json")
 
@@ -88,7 +93,6 @@ def tinygrad_apply_opts():
 def kernel_key(ast) -> str:
   """ast's key (its exact ops and shapes) with its buffers' device left out: the CPU's kernel and the NULL device's
   rendering of it for the CPU have the same."""
-  from dataclasses import replace
   from tinygrad.uop.ops import Ops
   params = {p: p.replace(arg=replace(p.arg, device=None)) for p in ast.toposort() if p.op is Ops.PARAM and p.arg.device is not None}
   return (ast.substitute(params) if params else ast).key.hex()
@@ -128,7 +132,6 @@ def use_table() -> None:
 def install() -> bool:
   """Apply the table from now on, in this process and in tinygrad's compile workers. False (nothing changed) where
   TINYSTORY_KERNEL_OPTS=0 or tinygrad is not the pinned version (whose internals this replaces)."""
-  from tinystory.replay import tinygrad_is_pinned
   if not table() or not tinygrad_is_pinned(): return False
   import tinygrad.engine.realize as realize
   if (path := table_path()) != TABLE: os.environ["TINYSTORY_KERNEL_OPTS"] = str(path)  # absolute, for the workers

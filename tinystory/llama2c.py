@@ -17,6 +17,9 @@ import hashlib, heapq, re, struct
 from pathlib import Path
 import numpy as np
 from tinystory import UserError, write_atomic
+from tinystory.log import log
+from tinystory.model import rope_tables
+from tinystory.tokenizer import N_SPECIAL, UNK_TEXT
 
 MAGIC = 0x616b3432  # "ak42"
 HEADER_BYTES = 256  # versions 1 and 2
@@ -147,7 +150,6 @@ def byte_piece(b: int) -> bytes:
 
 def tokenizer_pieces(tok) -> list[bytes]:
   """The pieces of a project tokenizer as tokenizer.bin spells them, refused where run.c would misread them."""
-  from tinystory.tokenizer import N_SPECIAL
   pieces = SPECIAL_PIECES + [byte_piece(t[0]) if len(t) == 1 and (tok.kind == "bpe" or t[0] < 0x20 or t[0] == 0x7f)
                              else t for t in (tok.token_bytes(i) for i in range(N_SPECIAL, tok.vocab_size))]
   if b" " not in pieces:
@@ -204,7 +206,6 @@ class RunCTokenizer:
   dummy_prefix = True  # encode puts a ' ' before the text that is not the text's (eval does not count it)
 
   def __init__(self, pieces: list[bytes], scores: np.ndarray, raw: bytes, name: str = "tokenizer.bin"):
-    from tinystory.tokenizer import UNK_TEXT
     self.pieces, self.scores, self.name, self.vocab_size = pieces, scores, name, len(pieces)
     self.raw, self.sha256 = raw, hashlib.sha256(raw).hexdigest()
     self.ids = {}
@@ -286,8 +287,6 @@ def check_exportable(a, tok, version: int) -> None:
 def write_llama2c(weights: dict[str, np.ndarray], a, tok, out: Path, version: int) -> list[Path]:
   """model.bin (version 0 for run.c, 2 for runq.c) and tokenizer.bin in `out`, from the project's weights (logical
   shapes; output.weight = the unembedding, absent when it is the embedding itself)."""
-  from tinystory.model import rope_tables
-  from tinystory.log import log
   check_exportable(a, tok, version)
   c = {"dim": a.dim, "hidden_dim": a.hidden_size, "n_layers": a.n_layers, "n_heads": a.n_heads, "n_kv_heads": a.kv_heads,
        "vocab_size": a.vocab_size, "seq_len": a.max_seq_len}

@@ -1,25 +1,42 @@
 """Where a model and its tokenizer come in, from any source: a tinystory run or checkpoint (`load_model`), a llama2.c
 `.bin` or a Hugging Face directory (`load_model_file`, docs/exchange.md; train's --init_from); `load_for_inference`
 takes any of them (sample, eval). The formats themselves are in llama2c.py and hf.py."""
+import json, struct
+from dataclasses import fields
 from pathlib import Path
 import numpy as np
 from tinystory import UserError
+from tinystory.checkpoint import load_checkpoint, resolve_checkpoint, run_of
+from tinystory.config import ModelArgs, is_model_file
+from tinystory.hf import parse_tokenizer_json, read_hf
+from tinystory.llama2c import MAGIC, parse_tokenizer_bin, read_model_bin
 from tinystory.log import log
+from tinystory.model import Transformer, check_file_sizes
+from tinystory.tokenizer import looks_like_tokenizer_bin, parse_tok, tokenizer_format
 
 def load_model(ck: Path):
   """(model, ckpt.json) from a checkpoint dir; every problem is a UserError naming it."""
-  from tinystory.model import Transformer
-  from tinystory.checkpoint import load_checkpoint, model_args_of
   meta, weights, _ = load_checkpoint(ck, optimizer=False)  # inference needs no optimizer state
   model = Transformer(model_args_of(ck, meta, weights))
   model.load_state_dict(weights)
   return model, meta
 
+def model_args_of(ck: Path, meta: dict, weights: dict[str, np.ndarray]) -> ModelArgs:
+  """A checkpoint's ModelArgs, checked against its weights' names and shapes and the machine's memory (before the
+  model is built: model_args that lack a field get llama2.c's 7B defaults, a damaged max_seq_len is in no shape)."""
+  known = [f.name for f in fields(ModelArgs)]
+  if unknown := [k for k in meta["model_args"] if k not in known]:
+    raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args has an unknown field {unknown[0]!r} (expected {', '.join(known)})")
+  try: args = ModelArgs(**meta["model_args"])
+  except (UserError, TypeError, ValueError) as e: raise UserError(f"checkpoint {ck / 'ckpt.json'}: model_args {e}") from None
+  shapes = {n: tuple(w.shape) for n, w in weights.items() if n != "output.weight" or args.unembedding == "untied"}
+  check_file_sizes(args, shapes, f"checkpoint {ck}", "its model_args")
+  return args
+
 def load_for_inference(checkpoint: str, tokenizer: str = ""):
   """(model, tokenizer, where it came from) for sample and eval: `checkpoint` is a llama2.c .bin or an exported Hugging
   Face directory (load_model_file), else a run or checkpoint as resolve_checkpoint takes it; `tokenizer` a
   tokenizer file or "" for the one saved with the model. The one place that inference loads a model."""
-  from tinystory.checkpoint import resolve_checkpoint, run_of
   if is_model_file(checkpoint): return (*load_model_file(checkpoint, tokenizer or None), Path(checkpoint))
   ck = resolve_checkpoint(checkpoint)
   model, meta = load_model(ck)
@@ -35,18 +52,10 @@ def load_for_inference(checkpoint: str, tokenizer: str = ""):
     log(f"warning: tokenizer {tok_path} is not the one the model was trained with (sha256 differs)")
   return model, tok, ck
 
-def is_model_file(path: str) -> bool:
-  """Whether `path` names a model file load_model_file reads (a .bin file, or a directory with config.json and
-  model.safetensors) rather than a tinystory run or checkpoint."""
-  p = Path(path)
-  return (p.is_file() and p.suffix == ".bin") or (p.is_dir() and (p / "config.json").is_file() and (p / "model.safetensors").is_file()
-                                                  and not (p / "ckpt.json").is_file())
-
 def model_file_context(path) -> tuple[int, int, Path]:
   """(context length, vocabulary size, its own tokenizer's path) of a model file, from its header or config.json
   alone (train reads them before the model and the data); 0 where unreadable: malformed files get their one-line
   errors from load_model_file."""
-  import json, struct
   p = Path(path)
   if p.is_dir():
     try: cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
@@ -55,7 +64,6 @@ def model_file_context(path) -> tuple[int, int, Path]:
     return num("max_position_embeddings"), num("vocab_size"), p / "tokenizer.json"
   try:
     with open(p, "rb") as f: head = f.read(40)
-    from tinystory.llama2c import MAGIC
     c = struct.unpack_from("<7i", head, 8 if struct.unpack_from("<I", head)[0] == MAGIC else 0)
   except (OSError, struct.error): c = (0,) * 7
   return c[6], abs(c[5]), p.parent / "tokenizer.bin"
@@ -69,14 +77,11 @@ def load_model_file(path, tokenizer_path=None):
   The model is a project Transformer (ffn_bias and unembedding from the file: 'tied' for a shared classifier, else
   'untied'; the pseudo-inverse of an exported pinv or pinv_scaled model comes back as that untied matrix). Files are only read as
   bytes (no pickle); every problem is a UserError naming the file."""
-  from tinystory.model import ModelArgs, Transformer, check_file_sizes
   p = Path(path)
   if p.is_dir():
-    from tinystory.hf import read_hf
     args, weights = read_hf(p)
     default_tok, sizes_from = p / "tokenizer.json", "config.json"
   else:
-    from tinystory.llama2c import read_model_bin
     c, weights, _ = read_model_bin(p)
     sizes_from = "its header"
     args = dict(dim=c["dim"], n_layers=c["n_layers"], n_heads=c["n_heads"], n_kv_heads=c["n_kv_heads"],
@@ -96,7 +101,6 @@ def load_model_file(path, tokenizer_path=None):
   except UserError as e: raise UserError(f"{p / 'model.safetensors' if p.is_dir() else path}: {e}") from None
   tok = load_any_tokenizer(Path(tokenizer_path) if tokenizer_path else default_tok, model_args.vocab_size)
   if p.is_dir():  # the pair as far as it can be checked: the specials' ids in config.json (docs/exchange.md)
-    import json
     cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
     for key, want in (("bos_token_id", tok.bos_id), ("eos_token_id", tok.eos_id)):
       if cfg.get(key) not in (None, want):
@@ -112,10 +116,8 @@ def load_tokenizer(path):
   except FileNotFoundError: raise UserError(f"tokenizer file {path} does not exist") from None
   except IsADirectoryError: raise UserError(f"tokenizer {path} is a directory, expected a file (.tok, tokenizer.bin or tokenizer.json)") from None
   except OSError as e: raise UserError(f"cannot read tokenizer file {path}: {e.strerror}") from None
-  from tinystory.tokenizer import looks_like_tokenizer_bin, parse_tok, tokenizer_format
   fmt = tokenizer_format(raw, path)
   if fmt == "bin":
-    from tinystory.llama2c import parse_tokenizer_bin
     if looks_like_tokenizer_bin(raw): return parse_tokenizer_bin(raw, path)
     try: return parse_tokenizer_bin(raw, path)
     except UserError as e:  # binary, but not clearly a tokenizer.bin: say what it is not, as either
@@ -125,7 +127,6 @@ def load_tokenizer(path):
       raise UserError(f"{path} is not a valid tokenizer file: not UTF-8 text (byte {start}), and not a llama2.c "
                       f"tokenizer.bin ({why})") from None
   if fmt == "json":
-    from tinystory.hf import parse_tokenizer_json
     return parse_tokenizer_json(raw, path)
   return parse_tok(raw, path)
 

@@ -5,12 +5,12 @@ through the pseudo-inverse of the token embedding (`unembedding='pinv'`) instead
 llama2.c) or a separate output matrix ('untied'). 'pinv_scaled', beyond the seed, multiplies pinv's logits by a
 learned scale that starts where tied's logits are (docs/pinv.md, "Does it help?").
 
-Weights live in one flat dict under llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels
-are slow on odd sizes, so the vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows /
-columns. The padding provably stays zero: tokens never index padded embedding rows, padded logits are sliced off
-before anyone sees them, and padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero
-and AdamW (whose decay is proportional to the weight) leaves it at zero. state_dict / num_params report the logical
-shapes.
+The shape is a `ModelArgs` (config.py's: the CLI reads it without tinygrad). Weights live in one flat dict under
+llama2.c's state-dict names, in llama2.c's parameter order. tinygrad's CPU kernels are slow on odd sizes, so the
+vocab and FFN hidden dims are stored padded to a multiple of `pad_to` with zero rows / columns. The padding provably
+stays zero: tokens never index padded embedding rows, padded logits are sliced off before anyone sees them, and
+padded FFN units compute silu(0) * 0 = 0, so every gradient into padding is exactly zero and AdamW (whose decay is
+proportional to the weight) leaves it at zero. state_dict / num_params report the logical shapes.
 
 One forward serves training, eval and sampling, as in tinygrad's extra/models/llama.py: `model(tokens)` is the
 full-sequence forward; `model(tokens, start_pos, cache)` (or `forward` on embedding rows) decodes with a KVCache, a
@@ -20,70 +20,15 @@ position (sample.py drives it). The layer code picks kernels by shape, never dif
 matvec, and a decoding step uses the KVCache's fused q/k/v and w1/w3 matrices and its once-inverted unembedding.
 """
 from __future__ import annotations
-import math
-from dataclasses import dataclass, fields
+import contextlib, math, os, resource
+from pathlib import Path
 import numpy as np
 from tinygrad import Tensor, UOp
 from tinygrad.helpers import TRAINING
 from tinystory import UserError
-from tinystory.device import devices_of
-from tinystory.tokenizer import MAX_VOCAB
-
-UNEMBEDDINGS = ("pinv", "tied", "untied", "pinv_scaled")
-
-@dataclass(repr=False)
-class ModelArgs:
-  # llama2.c's fields and defaults (its Llama 7B defaults)
-  dim: int = 4096
-  n_layers: int = 32
-  n_heads: int = 32
-  n_kv_heads: int | None = None
-  vocab_size: int = 32000
-  hidden_dim: int | None = None
-  multiple_of: int = 256  # the derived FFN hidden size is rounded up to a multiple of this
-  norm_eps: float = 1e-5
-  max_seq_len: int = 2048
-  dropout: float = 0.0
-  # beyond llama2.c, defaulting to the seed run's model
-  ffn_bias: bool = True      # bias on the SwiGLU gate w1
-  unembedding: str = "pinv"  # logits = h @ pinv(E) ('pinv'), h @ E.T ('tied'), h @ output.weight.T ('untied'),
-                             # exp(output.log_scale) * pinv_logit_scale * h @ pinv(E) ('pinv_scaled')
-
-  def __post_init__(self): validate(self)
-
-  def __repr__(self) -> str:
-    # exactly llama2.c's dataclass repr (the exported log shows it), plus the extras that differ from their defaults
-    fs = fields(self)
-    shown = list(fs[:10]) + [f for f in fs[10:] if getattr(self, f.name) != f.default]
-    return f"ModelArgs({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
-
-  @property
-  def kv_heads(self) -> int: return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
-  @property
-  def head_dim(self) -> int: return self.dim // self.n_heads
-  @property
-  def hidden_size(self) -> int:
-    """llama2.c's FFN hidden size: hidden_dim if given, else 2/3 of 4*dim rounded up to multiple_of (341 for the seed)."""
-    if self.hidden_dim is not None: return self.hidden_dim
-    return round_up(int(2 * (4 * self.dim) / 3), self.multiple_of)
-
-def validate(a: ModelArgs) -> None:
-  for name in ("dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "hidden_dim", "multiple_of", "max_seq_len"):
-    v = getattr(a, name)
-    if v is None and name in ("n_kv_heads", "hidden_dim"): continue
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise UserError(f"{name}={v!r}: expected a positive integer")
-  if a.dim % a.n_heads: raise UserError(f"dim={a.dim} is not divisible by n_heads={a.n_heads}")
-  if a.n_heads % a.kv_heads: raise UserError(f"n_heads={a.n_heads} is not a multiple of n_kv_heads={a.kv_heads}")
-  if a.head_dim % 2:
-    raise UserError(f"head dim dim/n_heads = {a.dim}/{a.n_heads} = {a.head_dim} is odd: rotary embeddings need it even")
-  if a.vocab_size > MAX_VOCAB: raise UserError(f"vocab_size={a.vocab_size} is over {MAX_VOCAB:,} (tokens are uint16)")
-  # a type first: a JSON null or string compared with a number would be Python's raw TypeError, not one line
-  num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-  if not (num(a.norm_eps) and a.norm_eps > 0): raise UserError(f"norm_eps={a.norm_eps!r}: expected a positive number")
-  if not (num(a.dropout) and 0 <= a.dropout < 1): raise UserError(f"dropout={a.dropout!r}: expected a number in [0, 1)")
-  if not isinstance(a.ffn_bias, bool): raise UserError(f"ffn_bias={a.ffn_bias!r}: expected True or False")
-  if a.unembedding not in UNEMBEDDINGS:
-    raise UserError(f"unembedding={a.unembedding!r} is unknown: expected one of {', '.join(map(repr, UNEMBEDDINGS))}")
+from tinystory.config import ModelArgs, round_up
+from tinystory.device import devices_of, tensor_like
+from tinystory.pinv import pinv
 
 def uses_pinv(a: ModelArgs) -> bool: return a.unembedding in ("pinv", "pinv_scaled")
 
@@ -93,8 +38,6 @@ def pinv_logit_scale(a: ModelArgs) -> float:
   logits hundreds of times tied's (the seed's first loss of 13-37 nats). The Gram's inverse is larger than the inverse
   of its mean, most when V is near d: scaled, the first logits are 1.2-1.9x tied's for d = 128 and V = 37-361."""
   return 0.02 ** 2 * max(a.vocab_size, a.dim)
-
-def round_up(n: int, multiple: int) -> int: return -(-n // multiple) * multiple
 
 def param_shapes(a: ModelArgs, vocab: int, hidden: int) -> dict[str, tuple[int, ...]]:
   """Parameter name -> shape in llama2.c's order (named_parameters), for the given (logical or padded) vocab/hidden."""
@@ -147,8 +90,6 @@ def memory_needed(a: ModelArgs, pad_to: int = 16) -> int:
 def memory_available() -> int:
   """Bytes this process may still allocate: the machine's memory, or less under a cgroup's limit (a container's) or
   under RLIMIT_AS (ulimit -v), less the address space already in use."""
-  import contextlib, os, resource
-  from pathlib import Path
   page = os.sysconf("SC_PAGE_SIZE")
   limits = [os.sysconf("SC_PHYS_PAGES") * page]
   with contextlib.suppress(OSError, ValueError): limits.append(int(Path("/sys/fs/cgroup/memory.max").read_text()))  # "max": none
@@ -261,7 +202,7 @@ class Transformer:
   def __init__(self, args: ModelArgs, seed: int | None = None, pad_to: int = 16, grad_chunk: int = 0):
     """grad_chunk: positions per partial sum of each weight's gradient in training, 0 for one sum (the device's
     choice, device.choose_for: the floats differ by rounding, the maths not)."""
-    validate(args)
+    args.validate()
     if not isinstance(pad_to, int) or pad_to < 1: raise UserError(f"pad_to={pad_to!r}: expected a positive integer")
     self.args, self.pad_to, self.grad_chunk = args, pad_to, grad_chunk
     self.padded_vocab, self.padded_hidden = round_up(args.vocab_size, pad_to), round_up(args.hidden_size, pad_to)
@@ -348,7 +289,6 @@ class Transformer:
     a, w = self.args, self.weights
     E = w["tok_embeddings.weight"]
     if uses_pinv(a):
-      from tinystory.pinv import pinv
       # pinv of the logical rows only (appended zero rows would make E E^T singular when vocab < dim), then zero
       # columns back on so the logits matmul and its gradients run at the padded width
       U = pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
@@ -386,7 +326,6 @@ class Transformer:
                         f"unembedding={self.args.unembedding!r} has no separate output matrix")
       del sd["output.weight"]
     if err := shape_error({n: v.shape for n, v in sd.items()}, self.shapes): raise UserError(f"state dict {err}")
-    from tinystory.device import tensor_like
     for n, t in self.weights.items(): t.assign(tensor_like(t, pad_array(sd[n].astype(np.float32), t.shape))).realize()
 
   def shard(self, devices: tuple[str, ...]) -> "Transformer":

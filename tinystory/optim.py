@@ -3,7 +3,11 @@ torch's clip_grad_norm_) as tinygrad ops over the model's padded weights, with i
 logical shapes (what a checkpoint's optimizer.safetensors holds)."""
 import math
 import numpy as np
+from tinygrad import Tensor
 from tinystory import UserError
+from tinystory.checkpoint import unpadded
+from tinystory.device import tensor_like
+from tinystory.model import pad_array
 
 def get_lr(it: int, cfg) -> float:
   """llama2.c's schedule (cfg: a TrainConfig): linear warmup, then cosine decay to min_lr at lr_decay_iters, min_lr after."""
@@ -23,7 +27,6 @@ class AdamW:
   `grad_clip` first (0: off). Its moments are float32 tensors shaped like the params, replicated where the params are
   (model.shard); `step` counts the updates done."""
   def __init__(self, params: list, decays: list[float], beta1: float, beta2: float, grad_clip: float, eps: float = 1e-8):
-    from tinystory.device import tensor_like
     zeros = lambda p: tensor_like(p, np.zeros(p.shape, np.float32)).contiguous().realize()
     self.params, self.decays, self.beta1, self.beta2, self.grad_clip, self.eps = params, decays, beta1, beta2, grad_clip, eps
     self.exp_avg, self.exp_avg_sq, self.step = [zeros(p) for p in params], [zeros(p) for p in params], 0
@@ -31,7 +34,6 @@ class AdamW:
   def update(self, grads: list, lr, step) -> list:
     """The ops of one update with `grads` (not realized: the tensors to realize). `lr` and `step` are Tensors, so one
     compiled update serves every iteration."""
-    from tinygrad import Tensor
     if self.grad_clip > 0:
       # each gradient's sum of squares is a kernel of its own. Left lazy, tinygrad fuses the whole norm (a reduction over
       # every gradient) into each parameter's update kernel, where a GPU recomputes it in every thread block (issue 13's
@@ -54,7 +56,6 @@ class AdamW:
   def state_dict(self, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     """The moments as numpy, named exp_avg.NAME and exp_avg_sq.NAME after the params' names (`shapes`, in the params'
     order), in those logical shapes (checkpoint.unpadded: no kernel runs)."""
-    from tinystory.checkpoint import unpadded
     out = {}
     for (n, s), m, v in zip(shapes.items(), self.exp_avg, self.exp_avg_sq, strict=True):
       out["exp_avg." + n], out["exp_avg_sq." + n] = unpadded(m, s), unpadded(v, s)
@@ -63,8 +64,6 @@ class AdamW:
   def load_state_dict(self, state: dict[str, np.ndarray], step: int, shapes: dict[str, tuple[int, ...]]) -> None:
     """The moments from a state_dict (named and shaped as `shapes`, zero-padded back to the params'), and the update
     count."""
-    from tinystory.device import tensor_like
-    from tinystory.model import pad_array
     self.step = step
     for n, m, v in zip(shapes, self.exp_avg, self.exp_avg_sq, strict=True):
       for t, key in ((m, "exp_avg." + n), (v, "exp_avg_sq." + n)):

@@ -6,8 +6,9 @@ import io
 import numpy as np
 from pathlib import Path
 from tinystory import UserError, write_atomic
-from tinystory.checkpoint import find_run, last_per_iter, read_config, read_metrics, runs_dir, training_pid
+from tinystory.checkpoint import find_run, last_per_iter, read_config, read_metrics, runs_dir
 from tinystory.log import log
+from tinystory.rundir import training_pid
 
 X_AXES = {"iter": "iteration", "tokens": "tokens trained on", "seconds": "wall time (s)", "minutes": "wall time (minutes)"}
 # options that name a run rather than describe it: never a reason to tell two runs apart in a legend

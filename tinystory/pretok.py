@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
 from tinystory import UserError, create_dirs, remove_created, temp_name, write_atomic
+from tinystory.config import SPLITS
 from tinystory.files import install_dir, lock_for_writing, reading as read_lock, recover_output
 from tinystory.data import ENCODING_ERRORS, describe_sources, expand_sources, iter_stories
 from tinystory.log import log
@@ -45,7 +46,7 @@ _worker_tok = None
 
 def _init_worker(tokenizer_path: str) -> None:
   global _worker_tok
-  from tinystory.loader import load_tokenizer
+  from tinystory.loader import load_tokenizer  # here, not at the top: loader imports the model, and so tinygrad
   _worker_tok = load_tokenizer(tokenizer_path)
 
 def _encode_chunk(stories: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -122,7 +123,7 @@ def prepare(sources: list[str], tokenizer_path, out_dir, val_fraction: float = V
             progress: Callable[[int, int], None] | None = None) -> dict:
   """Encode the stories of `sources` into shards in out_dir (see the module docstring) and return its meta.
   `progress(stories_done, stories_total)` is called as chunks are written."""
-  from tinystory.loader import load_tokenizer
+  from tinystory.loader import load_tokenizer  # (as in _init_worker: data prepare never needs tinygrad)
   if not 0 < val_fraction < 1: raise UserError(f"val fraction {val_fraction}: expected a number between 0 and 1")
   if shard_tokens < 1: raise UserError(f"shard tokens {shard_tokens}: expected a positive number of tokens")
   if errors not in ENCODING_ERRORS: raise UserError(f"encoding errors {errors!r}: expected one of {', '.join(ENCODING_ERRORS)}")
@@ -234,8 +235,6 @@ def check_token_ids(shard_dir, meta: dict) -> None:
                       f"the shards are corrupt; run data prepare again")
 
 # ---- batches ----
-
-SPLITS = ("train", "val", "all")
 
 def split_shards(meta: dict, split: str) -> list[dict]:
   """The shards of a split: "val" shard 0, "train" the others, "all" every one (data held out as a whole, such as

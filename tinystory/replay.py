@@ -16,8 +16,14 @@ of a few microseconds, none split over cores, and tinygrad's runtime spends ~40 
 calling them from here is what makes sampling fast.
 """
 import ctypes, functools, os, threading, time
+from importlib import metadata
 from typing import Callable
 import numpy as np
+from tinygrad import TinyJit
+from tinygrad.dtype import _to_np_dtype
+from tinygrad.helpers import ansistrip
+from tinygrad.uop.ops import Ops
+from tinystory.device import tensor_like
 from tinystory.log import log
 
 PARALLEL_MIN_S = 100e-6
@@ -25,7 +31,6 @@ PARALLEL_MIN_S = 100e-6
 def host_view(t) -> np.ndarray | None:
   """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else
   None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
-  from tinygrad.dtype import _to_np_dtype
   if isinstance(t.device, tuple): return None  # on several devices (Tensor.shard)
   buf = t.uop.buffer
   if not hasattr(buf.allocator, "_as_buffer"): return None
@@ -37,8 +42,6 @@ def read(t) -> np.ndarray:
 
 def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
   """Write arr into the realized tensor t (same shape and dtype), through `view` = host_view(t) where there is one."""
-  from tinygrad.dtype import _to_np_dtype
-  from tinystory.device import tensor_like
   if arr.shape != t.shape or arr.dtype != _to_np_dtype(t.dtype):
     raise ValueError(f"expected {np.dtype(_to_np_dtype(t.dtype))} values of shape {t.shape}, got {arr.dtype} {arr.shape}")
   if view is not None: view[:] = arr
@@ -133,9 +136,8 @@ TINYGRAD = "0.14.0"  # setup.cfg's pin
 def tinygrad_version() -> str:
   """The installed tinygrad's version, from its distribution's metadata: tinygrad itself has no __version__. 'unknown'
   for one imported from a directory that was never installed (a checkout on PYTHONPATH)."""
-  from importlib.metadata import PackageNotFoundError, version
-  try: return version("tinygrad")
-  except PackageNotFoundError: return "unknown"
+  try: return metadata.version("tinygrad")
+  except metadata.PackageNotFoundError: return "unknown"
 
 @functools.cache
 def tinygrad_is_pinned() -> bool:
@@ -151,11 +153,10 @@ def kernel_replay(jit, inputs: tuple) -> Replay | None:
   tinygrad's HCQ2 mode, a copy) or the JIT writes an input, and on a tinygrad other than TINYGRAD (the internals read
   here are 0.14's): call the JIT."""
   if not tinygrad_is_pinned(): return None
+  # imported here, behind the pin: another tinygrad may lack these internals, and then the JIT runs as it is
   from tinygrad.engine.jit import _prepare_jit_inputs
-  from tinygrad.helpers import ansistrip
   from tinygrad.engine.realize import get_runtime, resolve_params, unwrap_multi
   from tinygrad.runtime.ops_cpu import CPUProgram
-  from tinygrad.uop.ops import Ops
   input_uops = _prepare_jit_inputs(inputs, {})[0]
   if any(u in jit.captured._written_uops for u in input_uops): return None  # TinyJit copies such inputs first
   kernels, var_args = [], {}
@@ -183,7 +184,6 @@ class ReplayJit:
   before a call; a call names the value of each Variable. compile=False runs fxn eagerly every time (same numbers).
   `profile`: a list that a replayed call appends each kernel's (name, parts, seconds) to (other calls leave it be)."""
   def __init__(self, fxn: Callable, inputs: tuple, variables: tuple = (), compile: bool = True):
-    from tinygrad import TinyJit
     self.fxn, self.inputs, self.variables, self.names = fxn, inputs, variables, {v.expr for v in variables}
     self.jit, self.replay = TinyJit(fxn) if compile else None, None
 

@@ -1,12 +1,105 @@
-"""What a training run writes into its run directory as it goes, besides train.log: metrics.jsonl (a record per
-iteration and per eval), its checkpoints with the bookkeeping a divergence needs (the last one saved, and the last one
-that looked trained), and config.json's record of a divergence (docs/training.md, "Resume, Ctrl-C, divergence")."""
-import json, math, os, shutil
+"""A training run's directory: where it is (`run_dir`), one trainer at a time in it (`training_lock`), a new run over
+an old one (`check_scratch`, `clear_run`), the run's start once every input is checked (`training_run`: until then
+nothing is written), and what the run writes into it as it goes besides train.log (`RunRecord`): metrics.jsonl (a
+record per iteration and per eval), its checkpoints with the bookkeeping a divergence needs (the last one saved, and
+the last one that looked trained), and config.json's record of a divergence (docs/training.md, "Resume, Ctrl-C,
+divergence")."""
+import contextlib, fcntl, json, math, os, shutil
 from pathlib import Path
 import numpy as np
-from tinystory import UserError, open_append, write_atomic, write_error
-from tinystory.checkpoint import CKPT, GOOD, replace_dir, save_checkpoint
-from tinystory.log import drop_torn_line, log
+from tinystory import UserError, create_dirs, open_append, open_nofollow, remove_created, write_atomic, write_error
+from tinystory.checkpoint import CKPT, GOOD, find_checkpoint, replace_dir, runs_dir, save_checkpoint
+from tinystory.log import drop_torn_line, log, log_only_to, log_to_file, log_to_pending, stop_logging_to
+
+LOCK = "train.lock"  # held (flock) by the one `train` running in a run dir
+RUN_FILES = ("train.log", "metrics.jsonl", "config.json", "tokenizer.tok", "sample.txt")  # what --overwrite deletes, with ckpt*
+
+def run_dir(out_dir: str) -> Path:
+  """The directory of `--out_dir`: as given when absolute, else under ./runs of the working directory."""
+  return Path(out_dir) if os.path.isabs(out_dir) else runs_dir() / out_dir
+
+# *** one trainer per run dir ***
+
+@contextlib.contextmanager
+def training_lock(rdir: Path):
+  """Hold RUN_DIR/train.lock for a training run: a second trainer is refused with one line, and export-log sees the
+  run is live (training_pid). flock: the kernel drops it when the process ends, however it ends (kill -9 too), so a
+  stale lock never blocks. Creating the file is also the first write to the run dir: an unwritable one fails here."""
+  path = rdir / LOCK
+  try:
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
+  except OSError as e: raise write_error(path, e, "--out_dir must be a writable directory") from None
+  try:
+    try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      raise UserError(f"{rdir} is in use: another `train` (pid {read_pid(fd)}) is running in it; wait for it to end (Ctrl-C "
+                      "in it saves a checkpoint and stops), or pass another --out_dir") from None
+    try:
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the messages of the others
+    except OSError as e: raise write_error(path, e) from None
+    yield
+  finally: os.close(fd)
+
+def read_pid(fd: int) -> str: return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+
+def training_pid(rdir: Path) -> str | None:
+  """The pid of the `train` running in rdir, None if none is."""
+  try: fd = os.open(rdir / LOCK, os.O_RDONLY | os.O_NOFOLLOW)
+  except OSError: return None  # never trained here, unreadable or a link: no lock to find
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    return None
+  except BlockingIOError: return read_pid(fd)
+  finally: os.close(fd)  # closing drops our shared lock at once
+
+# *** a run's start ***
+
+class RunLog:
+  """A training run's train.log, begun once every input is checked (`start`): what is logged before that is held back
+  and goes in first, so that a run that fails before it starts writes no log."""
+  def __init__(self, rdir: Path): self.path, self.pending, self.file = rdir / "train.log", log_to_pending(), None
+  def start(self) -> None: self.file = log_to_file(self.path, self.pending)
+  def close(self) -> None:
+    for h in (self.pending, self.file):
+      if h is not None: stop_logging_to(h)
+
+@contextlib.contextmanager
+def training_run(out_dir: str):
+  """(run dir, its RunLog) of a training run in --out_dir: made if missing, and locked for the whole run (one trainer
+  per run dir). A run that fails before it starts (before config.json is written) leaves the run dir as it was, and
+  removes it if it made it; a started run's train.log ends with the failure's `Error: ...` line, as the CLI prints it."""
+  rdir = run_dir(out_dir)
+  created = create_dirs(rdir, "--out_dir")
+  run_log = RunLog(rdir)
+  try:
+    with training_lock(rdir): yield rdir, run_log
+  except BaseException as e:
+    # the run's log holds everything printed, its last line too (a full disk that fails this write as well leaves it on
+    # the console only)
+    if isinstance(e, UserError) and run_log.file: log_only_to(run_log.file, f"Error: {e}")
+    if not (rdir / "config.json").exists(): remove_created(created)
+    raise
+  finally: run_log.close()
+
+def check_scratch(rdir: Path, overwrite: bool) -> None:
+  """A new run never replaces a checkpoint (ckpt/ or, after a crash mid-save, ckpt.prev/) unless --overwrite=True."""
+  try: ck = find_checkpoint(rdir)
+  except UserError: return
+  if not overwrite:
+    raise UserError(f"{rdir} already holds a checkpoint ({ck}): pass --init_from=resume to continue it, --overwrite=True "
+                    "to delete that run and start a new one there, or another --out_dir")
+
+def clear_run(rdir: Path) -> None:
+  """--overwrite=True: the previous run's files (if there is one) go, once the new run has passed every check."""
+  if not any((rdir / n).exists() for n in (CKPT, CKPT + ".prev", *RUN_FILES)): return
+  try:
+    for name in (CKPT, CKPT + ".prev", CKPT + ".tmp", GOOD, CKPT + ".diverged"): shutil.rmtree(rdir / name, ignore_errors=True)
+    for name in RUN_FILES: (rdir / name).unlink(missing_ok=True)
+  except OSError as e: raise UserError(f"--overwrite: cannot delete the previous run in {rdir}: {e.strerror or e}") from None
+  log(f"--overwrite=True: deleted the previous run in {rdir}")
+
+# *** what a run writes as it goes ***
 
 def looks_trained(val_loss: float, lowest_val_loss: float, unigram_loss: float) -> bool:
   """Whether a checkpoint saved at an eval of `val_loss` is one to go back to when the run diverges later: better than

@@ -18,38 +18,17 @@ tokens at once and then decodes s tokens from the cache, so the model sees max_s
 (faster, not llama2.c's output).
 """
 import codecs, time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinystory import need, need_positive, option, UserError
+from tinygrad import Tensor, UOp
+from tinystory import UserError
+from tinystory.config import SampleConfig
+from tinystory.device import set_device
+from tinystory.loader import load_for_inference
 from tinystory.log import log
+from tinystory.model import KVCache
 from tinystory.replay import ReplayJit, host_view, read, upload
-
-@dataclass
-class SampleConfig:
-  """llama2.c's sample.py options, in its order, and its defaults; `--help` shows each field's help."""
-  checkpoint: str = option("", "run dir (runs/<name> or <name>), checkpoint dir, or a file in it; or a llama2.c .bin "
-                           "or a Hugging Face directory (docs/exchange.md); default: the newest under runs/")
-  start: str = option("", "prompt text, or FILE:path; '' starts from BOS alone")
-  num_samples: int = option(1, "samples to draw, one after another, each from the prompt")
-  max_new_tokens: int = option(100, "tokens generated per sample")
-  temperature: float = option(1.0, "divides the logits before the softmax: lower is more predictable; 0: greedy (argmax)")
-  top_k: int = option(300, "keep the k most likely tokens")
-  top_p: float = option(1.0, "then the fewest most likely tokens whose probability reaches p (nucleus); 1: off")
-  tokenizer: str = option("", "tokenizer file (.tok, or a llama2.c tokenizer.bin); default: the run's tokenizer.tok, "
-                          "tokenizer.bin beside a .bin, a Hugging Face directory's tokenizer.json")
-  seed: int = option(1337, "seed of the draws (numpy): the same seed and options give the same text")
-  device: str = option("cpu", "cpu, or a tinygrad device: cuda, metal, amd")
-  compile: bool = option(True, "TinyJit-compiled decoding (False runs eagerly: same numbers, slower)")
-  slide: int = option(1, "tokens dropped at once when the context is full: 1 is llama2.c (the last max_seq_len tokens, "
-                      "recomputed for every token); s > 1 recomputes once per s tokens (faster; not llama2.c's output)")
-
-def validate(cfg: SampleConfig) -> None:
-  need_positive(cfg, "num_samples", "max_new_tokens", "top_k", "slide")
-  need(np.isfinite(cfg.temperature) and cfg.temperature >= 0,
-       f"--temperature must be a finite number >= 0 (0: greedy), got {cfg.temperature}")
-  need(0 < cfg.top_p <= 1, f"--top_p must be in (0, 1] (1 keeps every token), got {cfg.top_p}")
 
 # *** the sampler: numpy on the host ***
 
@@ -84,8 +63,6 @@ class CachedDecoder:
   computes them (with slide=1), reusing the keys and values of the tokens the previous call saw. `seq` must extend
   the previous call's `seq`; `reset()` before an unrelated one."""
   def __init__(self, model, compile: bool = True, slide: int = 1):
-    from tinygrad import Tensor, UOp
-    from tinystory.model import KVCache
     a, L = model.args, model.args.max_seq_len
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
     self.model, self.L, self.slide, self.cache = model, L, slide, KVCache(model)
@@ -188,9 +165,7 @@ def state_dict_lines(model) -> list[str]:
 def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambda s: None, preamble: bool = True) -> dict:
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
-  from tinystory.device import set_device
-  from tinystory.loader import load_for_inference
-  validate(cfg)
+  cfg.validate()
   set_device(cfg.device)
   model, tok, _ = load_for_inference(cfg.checkpoint, cfg.tokenizer)
   prompt = load_prompt(cfg.start, tok)

@@ -16,13 +16,14 @@ import base64, collections, hashlib, heapq, json
 from pathlib import Path
 from typing import Callable, Iterable
 import numpy as np
+import regex, tiktoken
 from tinystory import UserError, create_dirs, remove_created, write_atomic
+from tinystory.config import MAX_VOCAB
 
 FORMAT, VERSION, KINDS = "tinystory-tokenizer", 1, ("char", "bpe")
 SPECIALS = {"<unk>": 0, "<s>": 1, "</s>": 2}
 UNK_ID, BOS_ID, EOS_ID, N_SPECIAL = 0, 1, 2, 3
 UNK_TEXT = "\u2047"
-MAX_VOCAB = 65535  # shards store ids as uint16
 MIN_VOCAB = {"char": N_SPECIAL + 1, "bpe": N_SPECIAL + 256}
 # cl100k_base's pre-tokenizer: BPE merges never cross these chunks (a word with its leading space, 1-3 digits, a run
 # of punctuation, whitespace), so tokens stay word-like and each distinct chunk is counted only once when fitting
@@ -42,7 +43,6 @@ class Tokenizer:
       self._lut = np.full(cps.max() + 2, UNK_ID, np.uint16)
       self._lut[cps] = np.arange(N_SPECIAL, self.vocab_size)
     else:
-      import tiktoken
       ranks = {t: i for i, t in enumerate(self._bytes[N_SPECIAL:], N_SPECIAL)}
       self._enc = tiktoken.Encoding(f"tinystory-bpe-{self.sha256[:12]}", pat_str=pattern, mergeable_ranks=ranks,
                                     special_tokens=SPECIALS)
@@ -179,7 +179,6 @@ def _fit_char(stories: Iterable[str], vocab_size: int | None) -> Tokenizer:
   return Tokenizer("char", [c.encode() for c in chars[:(vocab_size or most) - N_SPECIAL]])
 
 def _fit_bpe(stories: Iterable[str], vocab_size: int, progress=None) -> Tokenizer:
-  import regex
   split, chunks = regex.compile(PATTERN).findall, collections.Counter()
   for s in stories: chunks.update(split(s))
   if not chunks: raise UserError("no text to fit a tokenizer on: the data holds no stories")

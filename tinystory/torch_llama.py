@@ -7,7 +7,7 @@ import argparse, json, math, os, resource, statistics, time
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tinystory import SEED_MODEL  # the seed run's model, llama2.c's ModelArgs names
+from tinystory.config import SEED_MODEL  # the seed run's model, llama2.c's ModelArgs names
 
 def ffn_hidden_dim(cfg: dict) -> int:
   if cfg["hidden_dim"] is not None: return cfg["hidden_dim"]

@@ -10,7 +10,8 @@ table is applied inside of."""
 import argparse, json, os, sys, time
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package: the keys are its kernels'
-from tinystory import SEED_MODEL, kernel_opts, write_atomic
+from tinystory import kernel_opts, write_atomic
+from tinystory.config import SEED_MODEL
 from tinystory.bench import device_name, kernel_times, train_driver
 from tinystory.log import log, log_to_console
 from tinystory.replay import TINYGRAD
