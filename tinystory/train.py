@@ -13,7 +13,7 @@ from tinystory import (SEED_MODEL, __version__, create_dirs, need, need_positive
 from tinystory.checkpoint import (CKPT, GOOD, check_field, find_checkpoint, load_checkpoint, model_args_of, model_weights, run_dir,
                                   training_lock)
 from tinystory import kernel_opts
-from tinystory.device import choose_for, devices_of, rng_state, set_device, set_rng_state
+from tinystory.device import choose_for, devices_of, patched, rng_state, set_device, set_rng_state, zeros
 from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.rundir import RunRecord
 from tinystory.recipe import describe as describe_recipe
@@ -189,28 +189,30 @@ def check_vocab_size(cfg: TrainConfig, tok_path: Path):
 
 class TrainSteps:
   """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW: `opt`) and
-  eval_loss, each compiled when cfg.compile (replay.ReplayJit: TinyJit, then its kernels replayed on every core). Their
-  inputs are fixed tensors that each call uploads the new batch (or lr and step) into."""
+  eval_loss, each a replay.ReplayJit of fixed input tensors that each call uploads the new batch (or lr and step) into,
+  compiled when cfg.compile (TinyJit, then its kernels replayed on every core). Until close() (or the end of a `with`
+  block) tinygrad compiles the step's slowest CPU kernels with the searched table (kernel_opts.hooks) and its allocator
+  keeps no freed buffers for reuse: the first (eager) step and the JIT capture free a whole step's worth of them, which
+  would then sit in that cache for good (off, the seed config peaks at 1.8 GB, not 2.8)."""
   def __init__(self, model, cfg: TrainConfig):
-    from tinygrad import Tensor, dtypes
-    from tinygrad.helpers import LRU
+    from tinygrad import dtypes
     from tinystory.replay import ReplayJit
-    kernel_opts.install()  # the searched opts for the step's slowest CPU kernels (the seed config's)
-    # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
-    # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
-    LRU.value = 0
-    self.model, self.cfg, self.params = model, cfg, model.parameters()
-    self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
-    # on several devices (model.shard) the gradients are replicated like the weights and each batch is split
-    devices = model.weights["norm.weight"].device
-    on = (lambda t, axis=None: t.shard(devices, axis)) if isinstance(devices, tuple) else (lambda t, axis=None: t)
-    zeros = lambda *shape, dtype=dtypes.float32, axis=None: on(Tensor.zeros(*shape, dtype=dtype), axis).contiguous().realize()
-    self.grad_acc = [zeros(*p.shape) for p in self.params]
-    self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
-    self.lr_step = (zeros(1), zeros(1))
-    self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
-    self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
-    self._update = ReplayJit(self._update_step, self.lr_step, compile=cfg.compile)
+    with contextlib.ExitStack() as held:  # tinygrad's settings, kept by a TrainSteps made, put back if making one fails
+      held.enter_context(patched({"LRU": 0}, kernel_opts.hooks()))
+      self.model, self.cfg, self.params = model, cfg, model.parameters()
+      self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
+      # on several devices (model.shard) the gradients are replicated like the weights and each batch is split
+      devices = model.weights["norm.weight"].device
+      self.grad_acc = [zeros(p.shape, devices) for p in self.params]
+      self.batch = tuple(zeros((cfg.batch_size, cfg.max_seq_len), devices, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
+      self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
+      self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
+      self._update = ReplayJit(self._update_step, (zeros((1,), devices), zeros((1,), devices)), compile=cfg.compile)
+      self.held = held.pop_all()
+
+  def close(self) -> None: self.held.close()  # tinygrad's settings as they were (several: in the reverse order of making)
+  def __enter__(self): return self
+  def __exit__(self, *_): self.close()
 
   def _micro_step(self, x, y):
     from tinygrad import Tensor, Context
@@ -228,25 +230,16 @@ class TrainSteps:
 
   def _eval_loss(self, x, y): return self.model(x).sparse_categorical_crossentropy(y).realize()
 
-  @staticmethod
-  def upload(tensors: tuple, *arrays: np.ndarray) -> None:
-    from tinystory.replay import host_view, upload
-    for t, arr in zip(tensors, arrays, strict=True): upload(t, host_view(t), arr)
-
   def micro_step(self, x: np.ndarray, y: np.ndarray, profile: list | None = None):
     """Forward and backward on the token ids x and targets y, (batch_size, max_seq_len): returns the loss tensor.
     `profile`: see replay.ReplayJit."""
-    self.upload(self.batch, x, y)
-    return self._micro(profile)
+    return self._micro(x, y, profile=profile)
 
-  def eval_loss(self, x: np.ndarray, y: np.ndarray):
-    self.upload(self.batch, x, y)
-    return self._eval()
+  def eval_loss(self, x: np.ndarray, y: np.ndarray): return self._eval(x, y)
 
   def update(self, lr: float) -> None:
     self.opt.step += 1
-    self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt.step], np.float32))
-    self._update()
+    self._update(np.array([lr], np.float32), np.array([self.opt.step], np.float32))
 
 # *** the run ***
 
@@ -551,7 +544,7 @@ def _train(cfg: TrainConfig, rdir: Path, overrides, recipe, given, argv, interru
   if init_weights: model.load_state_dict(init_weights)
   set_rng_state(resume.meta["rng_state"] if resume else {"seed": cfg.seed, "counter": None}, device)
 
-  steps = TrainSteps(model, cfg)
+  steps = hold(TrainSteps(model, cfg))  # closed when the run ends
   if resume: steps.opt.load_state_dict(resume.opt, resume.meta["opt_step"], model.shapes)
   if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := kernel_opts.describe()):
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "
