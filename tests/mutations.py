@@ -58,7 +58,7 @@ MUTATIONS = {
   "kernel table: its kernels no longer split over the cores": (
     "tinystory/kernel_opts.py", "  thread(k)\n", "\n", ["tests/test_kernel_opts.py"]),
   "kernel table: not installed in tinygrad's compile workers (most runs compile there)": (
-    "tinystory/kernel_opts.py", "  realize._compile_kernel = compile_kernel", "  pass",
+    "tinystory/kernel_opts.py", '\n          (realize, "_compile_kernel", functools.partial(compile_kernel, str(table_path())))', "",
     ["tests/test_kernel_opts.py::test_a_tables_opts_are_applied_with_the_same_numbers"]),
   "kernel table: keys that include the device (the CPU's table misses on the NULL device and elsewhere)": (
     "tinystory/kernel_opts.py", "return (ast.substitute(params) if params else ast).key.hex()", "return ast.key.hex()",

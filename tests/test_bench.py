@@ -96,16 +96,16 @@ def test_bad_device_and_repeat_are_refused():
 RECOMPUTING_KERNEL = """
 import json
 from tinystory.bench import render_only, executed_estimates
-render_only()
-from tinygrad import Tensor
-from tinygrad.helpers import PARALLEL
-import tinygrad.engine.realize as realize
-PARALLEL.value = 0
-calls, track = [], realize.track_stats
-realize.track_stats = lambda ctx, call, st, ets: (calls.append(call), track(ctx, call, st, ets))[1]
-a, b = Tensor.ones(65536).contiguous().realize(), Tensor.ones(4096).contiguous().realize()
-calls.clear()
-(a * b.square().sum()).realize()
+with render_only():
+  from tinygrad import Tensor
+  from tinygrad.helpers import PARALLEL
+  import tinygrad.engine.realize as realize
+  PARALLEL.value = 0
+  calls, track = [], realize.track_stats
+  realize.track_stats = lambda ctx, call, st, ets: (calls.append(call), track(ctx, call, st, ets))[1]
+  a, b = Tensor.ones(65536).contiguous().realize(), Tensor.ones(4096).contiguous().realize()
+  calls.clear()
+  (a * b.square().sum()).realize()
 [call] = calls
 executed, threads = executed_estimates(call.src[0])
 print(json.dumps([realize.estimate_uop(call).ops, executed.ops, threads]))

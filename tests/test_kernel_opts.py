@@ -19,17 +19,22 @@ def run(script: str, **env) -> dict:
 # its keys from the compiled step; this test matched all of them when written)
 SEED_STEP = """
 import json, numpy as np
-from tinystory.config import SEED_MODEL
 from tinystory import bench, kernel_opts
-bench.render_only()
-from tinystory.config import ModelArgs, TrainConfig
+from tinystory.config import SEED_MODEL, ModelArgs, TrainConfig
 from tinystory.model import Transformer
 from tinystory.train import TrainSteps
-model = Transformer(ModelArgs(**SEED_MODEL), seed=1337)
-steps = TrainSteps(model, TrainConfig(batch_size=64, max_seq_len=SEED_MODEL["max_seq_len"], compile=False))
-x = np.zeros((64, SEED_MODEL["max_seq_len"]), np.int64)
-steps.micro_step(x, x)
-print(json.dumps({"applied": sorted(kernel_opts.applied_here), "table": sorted(kernel_opts.table())}))
+applied, scheduler = set(), kernel_opts.scheduler
+def recording(ast, ren, opts):  # apply_opts schedules each of the table's kernels with its opts
+  k = scheduler(ast, ren, opts)
+  applied.add(kernel_opts.kernel_key(ast))
+  return k
+kernel_opts.scheduler = recording
+with bench.render_only():
+  model = Transformer(ModelArgs(**SEED_MODEL), seed=1337)
+  steps = TrainSteps(model, TrainConfig(batch_size=64, max_seq_len=SEED_MODEL["max_seq_len"], compile=False))
+  x = np.zeros((64, SEED_MODEL["max_seq_len"]), np.int64)
+  steps.micro_step(x, x)
+print(json.dumps({"applied": sorted(applied), "table": sorted(kernel_opts.table())}))
 """
 
 @pytest.mark.slow
@@ -49,12 +54,13 @@ def record(ast, ren, beam=0):  # tinygrad's own choices, by kernel key with the 
   seen[kernel_opts.kernel_key(ast)] = [int(s) for s in kernel_opts.scheduler(ast, ren, []).full_shape]
   return heuristic(ast, ren, beam)
 postrange.apply_opts = codegen.apply_opts = record
-kernel_opts.install()
 from tinygrad import Tensor
+from tinystory.device import patched
 rng = np.random.default_rng(0)
 x, w = rng.standard_normal((512, 64)).astype(np.float32), rng.standard_normal((96, 64)).astype(np.float32)
-y = Tensor(x) @ Tensor(w).T
-Tensor.realize(y, Tensor(x).sum(1))  # two kernels: with PARALLEL > 0 tinygrad compiles them in its worker processes
+with patched(attrs=kernel_opts.hooks()):
+  y = Tensor(x) @ Tensor(w).T
+  Tensor.realize(y, Tensor(x).sum(1))  # two kernels: with PARALLEL > 0 tinygrad compiles them in its worker processes
 programs = [[[o.op.name, o.axis, o.arg] for o in p.src[0].arg.applied_opts] for p in realize.to_program_cache.values()]
 print(json.dumps({"seen": seen, "programs": programs, "y": y.numpy().tolist()}))
 """
@@ -87,7 +93,7 @@ def test_opts_that_do_not_fit_leave_the_kernel_to_tinygrad(tmp_path):
 
 def test_off_and_bad_tables(tmp_path, monkeypatch):
   monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", "0")
-  assert kernel_opts.table() == {} and kernel_opts.install() is False
+  assert kernel_opts.table() == {} and kernel_opts.hooks() == ()
   monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", "1")
   assert kernel_opts.table() and all(isinstance(o, list) for o in kernel_opts.table().values())
   for text in (None, "not json", '{"entries": []}', '{"kernels": [{"key": "k", "opts": [["WIDEN", 0, 4]]}]}'):

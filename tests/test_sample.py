@@ -164,7 +164,7 @@ def test_slide_s_recomputes_once_per_s_tokens_on_the_shorter_window():
   assert not np.allclose(full, exact)  # a different window from the first slide on
 
 def test_devices_without_shared_memory_upload_through_tinygrad(monkeypatch):
-  monkeypatch.setattr("tinystory.sample.host_view", lambda t: None)  # as on a GPU: no host view of device memory
+  monkeypatch.setattr("tinystory.replay.host_view", lambda t: None)  # as on a GPU: no host view of device memory
   tokens, cached, full = run_both(tiny_model(2), [1, 7], 12)
   assert tokens["cached"] == tokens["full"]
   np.testing.assert_allclose(cached, full, rtol=1e-5, atol=1e-5)

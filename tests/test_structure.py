@@ -1,9 +1,12 @@
 """The package's modules in layers (issue 22): every import of a tinystory module, at top level or inside a function,
 points downward (the import graph has no cycle), no module of the package assigns another one's attribute (a choice
-one module makes for another is a value handed to it), docs/architecture.md's module table lists exactly the
-imports the code has, and the modules cli.py imports at its top (config.py: every command's options) import no
-tinygrad. Read from the source with ast: nothing is imported."""
+one module makes for another is a value handed to it), docs/architecture.md's module table lists exactly the imports
+the code has, the modules cli.py imports at its top (config.py: every command's options) import no tinygrad,
+tinygrad's private names are used only where tinygrad is wrapped, and its process-wide settings are changed only in
+the adapter (device.py). Read from the source with ast, nothing imported; but for one behavioural test: the settings
+a TrainSteps changes are put back after it."""
 import ast, re
+import pytest
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,3 +181,71 @@ def test_the_config_module_imports_no_tinygrad():
   assert tinygrad_chain("config", {"config": "from tinystory import UserError\nfrom tinystory.model import X", "__init__": "",
                                    "model": "def f():\n  from tinygrad import Tensor", "cli": ""}) == ["config", "model"]
   assert tinygrad_chain("config", {"config": "from tinystory import UserError", "__init__": "import os", "cli": ""}) is None
+
+# tinygrad's process-wide state (its ContextVars: LRU, ALLOW_TF32, DEV, PARALLEL; Device.DEFAULT; its modules'
+# functions, the code generator's hooks; the environment it reads its settings from) changes for every later caller in
+# the process: the package changes it in one place, the adapter, where each change is scoped or documented
+TINYGRAD_STATE_OK = {"device"}
+
+def tinygrad_writes(tree: ast.AST) -> list[str]:
+  """Assignments (and setattr, delattr, del) to an attribute of a name bound by an import from tinygrad (`LRU.value`,
+  `Device.DEFAULT`, `codegen.apply_opts`, `tinygrad.helpers.PARALLEL.value`), and writes to os.environ."""
+  bound = {a.asname or a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+           if a.name.split(".")[0] == "tinygrad"}
+  bound |= {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] == "tinygrad"
+            for a in n.names}
+  def dotted(e: ast.expr) -> str:
+    return dotted(e.value) + "." + e.attr if isinstance(e, ast.Attribute) else e.id if isinstance(e, ast.Name) else "?"
+  def root(e: ast.expr) -> str: return root(e.value) if isinstance(e, (ast.Attribute, ast.Subscript)) else getattr(e, "id", "")
+  out = []
+  for node in ast.walk(tree):
+    for t in assigned(node):
+      if isinstance(t, ast.Attribute) and root(t) in bound: out.append((node.lineno, dotted(t)))
+      elif isinstance(t, ast.Subscript) and dotted(t.value) in ("os.environ", "environ"): out.append((node.lineno, dotted(t.value) + "[...]"))
+    if (isinstance(node, ast.Call) and isinstance(f := node.func, ast.Attribute) and
+        (dotted(f.value) in ("os.environ", "environ") and f.attr in ("update", "setdefault", "pop", "popitem", "clear") or dotted(f) == "os.putenv")):
+      out.append((node.lineno, dotted(f) + "()"))
+  return [f"line {n}: {what}" for n, what in sorted(out)]
+
+def test_tinygrads_process_wide_state_changes_only_in_the_adapter():
+  sources = {**{name: path for name, path in modules().items()}, **{f"tools/{p.name}": p for p in sorted((ROOT / "tools").glob("*.py"))}}
+  found = {name: ws for name, path in sources.items() if name not in TINYGRAD_STATE_OK if (ws := tinygrad_writes(ast.parse(path.read_text())))}
+  assert not found, "tinygrad's process-wide state changed outside device.py (use device.patched):\n" + \
+    "\n".join(f"  {m}: {w}" for m, ws in found.items() for w in ws)
+  assert tinygrad_writes(ast.parse(
+    "import os, tinygrad, tinygrad.codegen as codegen\nfrom tinygrad import Device\nfrom tinygrad.helpers import LRU as L, Context\n"
+    "L.value = 0\nDevice.DEFAULT = 'CPU'\nsetattr(codegen, 'apply_opts', f)\ntinygrad.helpers.PARALLEL.value += 1\n"
+    "os.environ['DEBUG'] = '2'\nos.environ.update(BEAM='2')\ndel codegen.x, y\n"
+    "self.value = 1\narg.value = L.value\nwith Context(LRU=0): Device['CPU']\nenv = {**os.environ, 'DEV': 'NULL'}")) == [
+    "line 4: L.value", "line 5: Device.DEFAULT", "line 6: codegen.apply_opts", "line 7: tinygrad.helpers.PARALLEL.value",
+    "line 8: os.environ[...]", "line 9: os.environ.update()", "line 10: codegen.x"]
+
+def test_tinygrads_settings_are_put_back_after_training_and_after_a_patched_block(monkeypatch):
+  """What a TrainSteps changes in tinygrad while it is used (LRU off, the kernel table's hooks in the code generator
+  and in what its compile workers run) is as it was after close() and after a `with` block; device.patched puts back
+  what it changed, also on an error."""
+  import numpy as np
+  import tinygrad.codegen as codegen, tinygrad.engine.realize as realize
+  from tinygrad.helpers import LRU, PARALLEL
+  from tinystory import kernel_opts
+  from tinystory.device import patched
+  from tinystory.config import ModelArgs, TrainConfig
+  from tinystory.model import Transformer
+  from tinystory.train import TrainSteps
+  monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", "1")
+  monkeypatch.setattr(LRU, "value", 1)  # as in a fresh process (another test's TrainSteps may still be open)
+  def state(): return LRU.value, PARALLEL.value, codegen.apply_opts, realize._compile_kernel
+  before = state()
+  model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=8), seed=0)
+  cfg = TrainConfig(batch_size=2, max_seq_len=8, compile=False)
+  steps = TrainSteps(model, cfg)
+  assert LRU.value == 0 and codegen.apply_opts.func is kernel_opts.apply_opts and realize._compile_kernel.func is kernel_opts.compile_kernel
+  steps.micro_step(*np.zeros((2, 2, 8), np.int64))
+  steps.close()
+  assert state() == before
+  with TrainSteps(model, cfg) as steps: assert LRU.value == 0 and codegen.apply_opts.func is kernel_opts.apply_opts
+  assert state() == before
+  with pytest.raises(KeyboardInterrupt), patched({"LRU": 0, "PARALLEL": 0}, ((codegen, "apply_opts", None), (realize, "_compile_kernel", None))):
+    assert state() == (0, 0, None, None)
+    raise KeyboardInterrupt
+  assert state() == before

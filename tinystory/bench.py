@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 from tinygrad import Device
 from tinygrad.device import Compiler
-from tinygrad.helpers import PARALLEL, ansistrip
+from tinygrad.helpers import ansistrip
 from tinygrad.renderer import Estimates
 from tinygrad.uop.ops import Ops, sym_infer
 import tinygrad.engine.realize as realize
 import tinystory
 from tinystory import UserError, kernel_opts, write_atomic
 from tinystory.config import SEED_MODEL, ModelArgs, TrainConfig
-from tinystory.device import choose_for, set_device
+from tinystory.device import choose_for, patched, set_device
 from tinystory.log import log
 from tinystory.model import Transformer
 from tinystory.sample import CachedDecoder, generate
@@ -106,15 +106,17 @@ def measure_sample(cfg: dict, new_tokens: int) -> dict:
 # it: DEV=NULL:<renderer>:<arch>. Its kernels' estimated FLOPs and bytes show recomputation without the hardware.
 RENDERERS = {"cuda": "NULL:CUDA:sm_90", "amd": "NULL:HIP:gfx1100", "cpu": "NULL:CLANG:x86_64,native"}
 
-def render_only() -> None:
-  """Replace the vendor compilers (NVRTC, comgr, clang) by one that keeps the source: the NULL device never runs a
-  kernel, so none needs compiling, and none of those libraries need be installed."""
+def render_only():
+  """For a block (device.patched): the vendor compilers (NVRTC, comgr, clang) replaced by one that keeps the source
+  (the NULL device never runs a kernel, so none needs compiling, and none of those libraries need be installed), and
+  every kernel compiled in this process (PARALLEL=0: a pool's worker processes would import the real compilers again)."""
   # imported here: only the NULL device's renders need them (each loads its vendor's compiler bindings)
   import tinygrad.runtime.support.compiler_amd as amd, tinygrad.runtime.support.compiler_cpu as cpu
   import tinygrad.runtime.support.compiler_cuda as cuda
   class SourceOnly(Compiler):
     def __init__(self, *args, **kwargs): super().__init__(None)
-  cuda.NVRTCCompiler = cuda.NVCCCompiler = amd.HIPCompiler = amd.HIPCCCompiler = cpu.ClangCompiler = SourceOnly
+  compilers = ((cuda, "NVRTCCompiler"), (cuda, "NVCCCompiler"), (amd, "HIPCompiler"), (amd, "HIPCCCompiler"), (cpu, "ClangCompiler"))
+  return patched({"PARALLEL": 0}, tuple((m, name, SourceOnly) for m, name in compilers))
 
 def executed_estimates(program) -> tuple:
   """tinygrad's estimates of a rendered kernel (a PROGRAM) as its threads run it, and the number of threads (GPU
@@ -130,27 +132,26 @@ def measure_schedule(cfg: dict, batch_size: int, grad_chunk: int = 0) -> dict:
   """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
   bytes (tinygrad's own estimates, from the rendered kernel) summed by kernel name, against llama2.c's estimate of the
   model's arithmetic. Run with DEV=NULL:... (RENDERERS); a first iteration realises the initial weights first."""
-  render_only()
-  PARALLEL.value = 0  # compile here: a pool's worker processes would import the real compilers again
-  model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
-  steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"], compile=False))
-  x = np.zeros((batch_size, cfg["max_seq_len"]), np.int64)
-  def iteration(): steps.micro_step(x, x), steps.update(1e-4)
-  iteration()
-  kernels, track = {}, realize.track_stats
-  def record(ctx, call, st, ets):
-    if ctx.update_stats:
-      ast = call.src[0]
-      e, threads = executed_estimates(ast) if ast.op is Ops.PROGRAM else (realize.estimate_uop(call), 1)
-      name = ansistrip(ast.arg.name) if ast.op is Ops.PROGRAM else ast.op.name.lower()
-      k = kernels.setdefault(name, {"kernel": name, "count": 0, "flops": 0, "bytes": 0, "threads": threads})
-      k["count"], k["flops"], k["bytes"] = k["count"] + 1, k["flops"] + sym_infer(e.ops, ctx.var_vals), k["bytes"] + sym_infer(e.mem, ctx.var_vals)
-    return track(ctx, call, st, ets)
-  realize.track_stats = record
-  try: iteration()
-  finally: realize.track_stats = track
+  with render_only():  # before the NULL device opens: its renderer makes its compiler then
+    model = Transformer(ModelArgs(**cfg), seed=1337, grad_chunk=grad_chunk)
+    steps = TrainSteps(model, TrainConfig(batch_size=batch_size, max_seq_len=cfg["max_seq_len"], compile=False))
+    x = np.zeros((batch_size, cfg["max_seq_len"]), np.int64)
+    def iteration(): steps.micro_step(x, x), steps.update(1e-4)
+    iteration()
+    kernels, track = {}, realize.track_stats
+    def record(ctx, call, st, ets):
+      if ctx.update_stats:
+        ast = call.src[0]
+        e, threads = executed_estimates(ast) if ast.op is Ops.PROGRAM else (realize.estimate_uop(call), 1)
+        name = ansistrip(ast.arg.name) if ast.op is Ops.PROGRAM else ast.op.name.lower()
+        k = kernels.setdefault(name, {"kernel": name, "count": 0, "flops": 0, "bytes": 0, "threads": threads})
+        k["count"], k["flops"], k["bytes"] = k["count"] + 1, k["flops"] + sym_infer(e.ops, ctx.var_vals), k["bytes"] + sym_infer(e.mem, ctx.var_vals)
+      return track(ctx, call, st, ets)
+    with patched(attrs=((realize, "track_stats", record),)): iteration()
+    steps.close()
+    renderer = type(Device[Device.DEFAULT].renderer).__name__
   model_flops = flops_per_token(model) * batch_size * cfg["max_seq_len"]
-  return {"renderer": type(Device[Device.DEFAULT].renderer).__name__, "device": Device.DEFAULT, "model_flops": model_flops,
+  return {"renderer": renderer, "device": Device.DEFAULT, "model_flops": model_flops,
           "kernels_count": sum(k["count"] for k in kernels.values()), "flops": sum(k["flops"] for k in kernels.values()),
           "bytes": sum(k["bytes"] for k in kernels.values()), "kernels": sorted(kernels.values(), key=lambda k: -k["flops"])}
 

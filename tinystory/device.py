@@ -1,9 +1,19 @@
 """The package's adapter to tinygrad's devices: the tinygrad device for `--device`, named as llama2.c/torch name it (a
 comma-separated list, cuda:0,cuda:1, is data parallel training over those devices: docs/devices.md), what differs by
-device (`choose_for`), arrays placed like tensors, and the dropout RNG state a checkpoint saves, which only tinygrad's
-private counters hold (tests/test_structure.py keeps tinygrad's private names here, in replay.py and kernel_opts.py)."""
-import os
+device (`choose_for`), arrays placed like tensors, the dropout RNG state a checkpoint saves, which only tinygrad's
+private counters hold (tests/test_structure.py keeps tinygrad's private names here, in replay.py and kernel_opts.py),
+and every change the package makes to tinygrad's process-wide state (tests/test_structure.py keeps them here):
+
+- set_device's DEV and choose_for's ALLOW_TF32: the command's device and its matmul precision, set once at the
+  command's start for the rest of its process (its tensors live on that device until it exits), as DEV=... and
+  ALLOW_TF32=1 in the environment would set them;
+- the rest for a block only, through `patched` (restored after it, also on an error): while a train.TrainSteps is used,
+  LRU=0 and the kernel table's hooks in tinygrad's code generator (kernel_opts.hooks); bench's source-only compilers
+  and kernel counter on the NULL device; the search tool's recorder.
+"""
+import contextlib, os
 from dataclasses import dataclass
+from typing import Iterator
 import numpy as np
 from tinygrad import Device, Tensor
 from tinygrad.helpers import ALLOW_TF32, DEV
@@ -64,6 +74,13 @@ def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
   """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
   return device if isinstance(device, tuple) else (device,)
 
+def zeros(shape: tuple[int, ...], device: str | tuple[str, ...] | None = None, dtype=None, axis: int | None = None):
+  """Realized float32 (or `dtype`) zeros in a buffer of their own (a compiled function's fixed input, an accumulator) on
+  `device`: None the default one; several (a tuple) sharded along `axis`, replicated where it is None."""
+  from tinygrad import Tensor, dtypes
+  t = Tensor.zeros(*shape, dtype=dtype or dtypes.float32, device=None if isinstance(device, tuple) else device)
+  return (t.shard(device, axis) if isinstance(device, tuple) else t).contiguous().realize()
+
 def tensor_like(t, arr: np.ndarray):
   """arr as a tensor on t's device, sharded as t is (replicated, or split along the same axis): what t.assign takes."""
   return Tensor(arr).shard(t.device, t.uop.axis) if isinstance(t.device, tuple) else Tensor(arr, device=t.device)
@@ -85,3 +102,18 @@ def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
     if counter is None: break
     Tensor._next_counter(d, 0)  # creates the device's seed and counter
     Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()
+
+# *** tinygrad's process-wide state, changed for a block ***
+
+@contextlib.contextmanager
+def patched(settings: dict[str, object] | None = None, attrs: tuple[tuple[object, str, object], ...] = ()) -> Iterator[None]:
+  """tinygrad's ContextVars (`settings`: name -> value, as in tinygrad's Context) and module attributes (`attrs`:
+  (module, name, value), such as a hook in its code generator) changed for the block, and put back as they were after
+  it, also on an error. Blocks nest; each puts back what it found, so they end in the reverse order of their start."""
+  from tinygrad import Context
+  old = [(m, name, getattr(m, name)) for m, name, _ in attrs]
+  try:
+    for m, name, v in attrs: setattr(m, name, v)
+    with Context(**(settings or {})): yield
+  finally:
+    for m, name, v in reversed(old): setattr(m, name, v)

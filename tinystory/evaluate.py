@@ -26,14 +26,14 @@ Only bits per character and per byte compare models with different tokenizers.
 import math
 from typing import Callable
 import numpy as np
-from tinygrad import Tensor, dtypes
+from tinygrad import dtypes
 from tinystory import need, pretok
 from tinystory.config import EvalConfig
 from tinystory.data import iter_stories, source_list
-from tinystory.device import set_device
+from tinystory.device import set_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
-from tinystory.replay import ReplayJit, host_view, read, upload
+from tinystory.replay import ReplayJit, read
 
 # *** the text as one stream of token ids ***
 
@@ -77,20 +77,12 @@ def token_sizes(tok) -> tuple[np.ndarray, np.ndarray]:
 
 # *** the model's losses, batch by batch ***
 
-class TokenLosses:
+def token_losses(model, batch_size: int, compile: bool = True) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
   """-ln p(y | x) of every position of a (batch_size, max_seq_len) batch: one forward of fixed shapes, compiled
   (replay.ReplayJit) when `compile`; a partial batch is padded."""
-  def __init__(self, model, batch_size: int, compile: bool = True):
-    self.model = model
-    self.batch = tuple(Tensor.zeros(batch_size, model.args.max_seq_len, dtype=dtypes.int64).contiguous().realize() for _ in "xy")
-    self.views = tuple(map(host_view, self.batch))
-    self._nll = ReplayJit(self.graph, self.batch, compile=compile)
-
-  def graph(self, x, y): return self.model(x).sparse_categorical_crossentropy(y, reduction="none").realize()
-
-  def __call__(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    for t, v, a in zip(self.batch, self.views, (x, y)): upload(t, v, a)
-    return read(self._nll())
+  def nll(x, y): return model(x).sparse_categorical_crossentropy(y, reduction="none").realize()
+  jit = ReplayJit(nll, tuple(zeros((batch_size, model.args.max_seq_len), dtype=dtypes.int64) for _ in "xy"), compile=compile)
+  return lambda x, y: read(jit(x, y))
 
 # *** the evaluation ***
 
@@ -102,7 +94,7 @@ def evaluate(model, tok, stream: TokenStream, batch_size: int = 16, max_windows:
   need(len(stream) >= 2, "the text has no token to predict: it needs at least one story")
   windows = -(-(len(stream) - 1) // L)
   if max_windows is not None: windows = min(windows, max_windows)
-  losses, (tok_bytes, tok_chars) = TokenLosses(model, batch_size, compile), token_sizes(tok)
+  losses, (tok_bytes, tok_chars) = token_losses(model, batch_size, compile), token_sizes(tok)
   dummy = getattr(tok, "dummy_prefix", False)  # only a tokenizer.bin's encoder adds one
   tok_space = np.array([tok.token_bytes(i)[:1] == b" " for i in range(tok.vocab_size)]) if dummy else None
   nats, tokens, chars, nbytes, unk = 0.0, 0, 0, 0, 0

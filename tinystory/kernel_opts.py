@@ -6,10 +6,11 @@ picks by timings, so two runs (or a run and its resume) can get different kernel
 `kernel_opts.json` holds the result of one search (`python tools/search_kernel_opts.py`, a tool outside the package:
 it drives the training step, which imports this module): for the slowest kernels of the seed config's training step,
 keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the opts BEAM chose where they beat the heuristics
-by 5% or more. `install()` makes tinygrad's code generator apply those opts to those kernels on the CPU (then split
-them over cores as its heuristics would); every other kernel, device or shape is optimised as before. The table is
-data, so every run gets the same kernels: resume and replay stay bit-exact. A kernel computes the same sums with
-another loop order, so the floats differ from the heuristics' kernels by rounding, as BEAM's do.
+by 5% or more. `hooks()` make tinygrad's code generator apply those opts to those kernels on the CPU (then split
+them over cores as its heuristics would) while a train.TrainSteps holds them (device.patched); every other kernel,
+device or shape is optimised as before. The table is data, so every run gets the same kernels: resume and replay stay
+bit-exact. A kernel computes the same sums with another loop order, so the floats differ from the heuristics' kernels
+by rounding, as BEAM's do.
 
 The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is: tests/test_kernel_opts.py checks that
 every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
@@ -19,10 +20,11 @@ import functools, hashlib, json, os
 from dataclasses import replace
 from pathlib import Path
 from tinystory import UserError
+from tinystory.device import patched
 from tinystory.replay import tinygrad_is_pinned
 
 # tinygrad's code generator is imported where it is used, not here: this module imports on any tinygrad, and only
-# the pinned one (install) has the internals it replaces
+# the pinned one (hooks) has the internals it replaces
 
 TABLE = Path(__file__).with_name("kernel_opts.json")
 
@@ -97,20 +99,17 @@ def kernel_key(ast) -> str:
   params = {p: p.replace(arg=replace(p.arg, device=None)) for p in ast.toposort() if p.op is Ops.PARAM and p.arg.device is not None}
   return (ast.substitute(params) if params else ast).key.hex()
 
-applied_here: set[str] = set()  # the table's keys applied in this process (tinygrad's compile workers keep their own)
-
-def apply_opts(ast, ren, beam: int = 0):
-  """tinygrad.codegen's apply_opts, the table's opts first: where the table has ast (on the CPU, where tinygrad's
-  heuristics would choose: no opts given, no BEAM, no NOOPT), its opts and the threading; else, and where the opts do
-  not fit the kernel (a table of one's own), tinygrad's own choice."""
+def apply_opts(opts: dict[str, list], ast, ren, beam: int = 0):
+  """tinygrad.codegen's apply_opts, the table `opts` first: where it has ast (on the CPU, where tinygrad's heuristics
+  would choose: no opts given, no BEAM, no NOOPT), its opts and the threading; else, and where the opts do not fit the
+  kernel (a table of one's own), tinygrad's own choice."""
   from tinygrad.codegen.opt import KernelOptError
   from tinygrad.helpers import NOOPT
   chooses = ast.tag is None and not beam and not NOOPT and ast.arg is not None and ast.arg.opts_to_apply is None \
             and ast.arg.applied_opts == () and is_cpu(ren)
-  if not chooses or (opts := table().get(key := kernel_key(ast))) is None: return tinygrad_apply_opts()(ast, ren, beam)
-  try: k = scheduler(ast, ren, opts)
+  if not chooses or (found := opts.get(kernel_key(ast))) is None: return tinygrad_apply_opts()(ast, ren, beam)
+  try: k = scheduler(ast, ren, found)
   except KernelOptError: return tinygrad_apply_opts()(ast, ren, beam)
-  applied_here.add(key)
   thread(k)
   return k.get_optimized_ast(name_override=ast.arg.name if ast.arg.name != "test" else None)
 
@@ -119,23 +118,20 @@ def tinygrad_compile_kernel():
   import tinygrad.engine.realize as realize
   return realize._compile_kernel
 
-def compile_kernel(task):
-  """tinygrad's _compile_kernel with the table in use: tinygrad compiles in spawned worker processes, which import
-  this module to run it, so each installs the table for itself."""
-  use_table()
-  return tinygrad_compile_kernel()(task)
-
-def use_table() -> None:
+def compile_kernel(path: str, task):
+  """tinygrad's _compile_kernel with the table at `path` applied: tinygrad compiles in spawned worker processes, which
+  get this function (pickled by name, with the path) and so apply the table too, for each task."""
   import tinygrad.codegen as codegen
-  if codegen.apply_opts is not apply_opts: tinygrad_apply_opts(), setattr(codegen, "apply_opts", apply_opts)
+  with patched(attrs=((codegen, "apply_opts", functools.partial(apply_opts, load_table(Path(path))[0])),)):
+    return tinygrad_compile_kernel()(task)
 
-def install() -> bool:
-  """Apply the table from now on, in this process and in tinygrad's compile workers. False (nothing changed) where
-  TINYSTORY_KERNEL_OPTS=0 or tinygrad is not the pinned version (whose internals this replaces)."""
-  if not table() or not tinygrad_is_pinned(): return False
-  import tinygrad.engine.realize as realize
-  if (path := table_path()) != TABLE: os.environ["TINYSTORY_KERNEL_OPTS"] = str(path)  # absolute, for the workers
-  tinygrad_compile_kernel()
-  use_table()
-  realize._compile_kernel = compile_kernel  # looked up by lower_and_compile at each call, pickled by name to workers
-  return True
+def hooks() -> tuple:
+  """What applying the table changes in tinygrad, as device.patched's attrs: its code generator's apply_opts, and the
+  function its compile workers run. Empty (nothing to change) where TINYSTORY_KERNEL_OPTS=0 or tinygrad is not the pinned
+  version (whose internals these replace)."""
+  if not (opts := table()) or not tinygrad_is_pinned(): return ()
+  import tinygrad.codegen as codegen, tinygrad.engine.realize as realize
+  tinygrad_apply_opts(), tinygrad_compile_kernel()  # tinygrad's own, kept before they are replaced
+  # realize's _compile_kernel is looked up by lower_and_compile at each call, and pickled by name to the workers
+  return ((codegen, "apply_opts", functools.partial(apply_opts, opts)),
+          (realize, "_compile_kernel", functools.partial(compile_kernel, str(table_path()))))

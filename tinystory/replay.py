@@ -180,15 +180,23 @@ def kernel_replay(jit, inputs: tuple) -> Replay | None:
 
 class ReplayJit:
   """fxn(*inputs, *variables) compiled: TinyJit runs the first two calls (the second captures the kernels), then a
-  kernel_replay of them where there is one, else TinyJit. The inputs are fixed tensors: upload new values into them
-  before a call; a call names the value of each Variable. compile=False runs fxn eagerly every time (same numbers).
-  `profile`: a list that a replayed call appends each kernel's (name, parts, seconds) to (other calls leave it be)."""
+  kernel_replay of them where there is one, else TinyJit. The inputs are fixed tensors (device.zeros: realized, each
+  its own buffer); a call given arrays, one per input, writes them into the inputs first (`upload`: on the CPU through
+  host views), a call given none reads the inputs as they are; a call names the value of each Variable. compile=False
+  runs fxn eagerly every time (same numbers). `profile`: a list that a replayed call appends each kernel's (name,
+  parts, seconds) to (other calls leave it be)."""
   def __init__(self, fxn: Callable, inputs: tuple, variables: tuple = (), compile: bool = True):
     self.fxn, self.inputs, self.variables, self.names = fxn, inputs, variables, {v.expr for v in variables}
+    self.views = tuple(map(host_view, inputs))
     self.jit, self.replay = TinyJit(fxn) if compile else None, None
 
-  def __call__(self, profile: list | None = None, **values: int):
+  def __call__(self, *arrays: np.ndarray, profile: list | None = None, **values: int):
     if values.keys() != self.names: raise TypeError(f"expected values for {sorted(self.names)}, got {sorted(values)}")
+    if arrays:
+      # replayed, every kernel ran on this thread and the views taken at the start will do; else views taken now,
+      # since taking one waits for the kernels tinygrad may still be running (HCQ2 mode, where nothing is replayed)
+      views = self.views if self.replay is not None else map(host_view, self.inputs)
+      for t, view, arr in zip(self.inputs, views, arrays, strict=True): upload(t, view, arr)
     if self.replay is not None:
       self.replay(profile, **values)
       return self.jit.captured.ret

@@ -21,14 +21,14 @@ import codecs, time
 from pathlib import Path
 from typing import Callable, Iterator
 import numpy as np
-from tinygrad import Tensor, UOp
+from tinygrad import UOp
 from tinystory import UserError
 from tinystory.config import SampleConfig
-from tinystory.device import set_device
+from tinystory.device import set_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
 from tinystory.model import KVCache
-from tinystory.replay import ReplayJit, host_view, read, upload
+from tinystory.replay import ReplayJit, read
 
 # *** the sampler: numpy on the host ***
 
@@ -67,11 +67,9 @@ class CachedDecoder:
     if not 1 <= slide <= L: raise UserError(f"--slide must be between 1 and the model's max_seq_len={L}, got {slide}")
     self.model, self.L, self.slide, self.cache = model, L, slide, KVCache(model)
     self.emb = model.weights["tok_embeddings.weight"].numpy()  # the host's embedding table: a token's input is its row
-    self.step_in, self.fill_in = (Tensor.zeros(1, T, a.dim).contiguous().realize() for T in (1, L))
-    self.step_view, self.fill_view = host_view(self.step_in), host_view(self.fill_in)
     self.pos = UOp.variable("pos", 0, L - 1)  # the step's position: the JIT's kernels take it as an argument
-    self._step = ReplayJit(self.step_graph, (self.step_in,), (self.pos,), compile)
-    self._fill = ReplayJit(self.fill_graph, (self.fill_in,), compile=compile)
+    self._step = ReplayJit(self.step_graph, (zeros((1, 1, a.dim)),), (self.pos,), compile)  # a token's embedding row
+    self._fill = ReplayJit(self.fill_graph, (zeros((1, L, a.dim)),), compile=compile)  # a prompt's, padded
     self.reset()
 
   def reset(self) -> None: self.start, self.n = 0, 0  # the cache holds the K/V of seq[start:start+n], positions 0..n-1
@@ -88,19 +86,17 @@ class CachedDecoder:
 
   def step(self, token: int) -> np.ndarray:
     """Feed one token at position n: its K/V go into the cache; returns the logits after it."""
-    upload(self.step_in, self.step_view, self.emb[token].reshape(self.step_in.shape))
-    self.logits_out = self._step(pos=self.n)
+    logits = read(self._step(self.emb[token].reshape(1, 1, -1), pos=self.n))
     self.n += 1
-    return read(self.logits_out)
+    return logits
 
   def prefill(self, tokens: list[int]) -> None:
     """Fill the cache with tokens at positions 0..len-1 in one batched forward, padded to max_seq_len rows: one
     compiled shape (and an even one: tinygrad's CPU kernels are slow on odd sizes). The padding's K/V land in slots
     that the mask hides until a step overwrites them."""
-    rows = np.zeros(self.fill_in.shape, np.float32)
+    rows = np.zeros((1, self.L, self.model.args.dim), np.float32)
     rows[0, :len(tokens)] = self.emb[tokens]
-    upload(self.fill_in, self.fill_view, rows)
-    self._fill()
+    self._fill(rows)
     self.n = len(tokens)
 
   # the graphs (TinyJit captures them on their second call and replays the kernels after that)

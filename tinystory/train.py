@@ -11,18 +11,17 @@ import contextlib, dataclasses, json, math, os, platform, shlex, signal, sys, ti
 from pathlib import Path
 import numpy as np
 from tinygrad import Context, Tensor, dtypes
-from tinygrad.helpers import LRU
 from tinystory import __version__, UserError, data, kernel_opts, pretok, write_atomic
 from tinystory.checkpoint import CKPT, model_weights
 from tinystory.config import ModelArgs, TrainConfig
-from tinystory.device import choose_for, devices_of, rng_state, set_device, set_rng_state
+from tinystory.device import choose_for, devices_of, patched, rng_state, set_device, set_rng_state, zeros
 from tinystory.loader import load_model_file, load_tokenizer
 from tinystory.log import fmt_duration, log
 from tinystory.model import Transformer, uses_pinv
 from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.pinv import check_full_rank
 from tinystory.recipe import describe as describe_recipe
-from tinystory.replay import ReplayJit, host_view, tinygrad_version, upload
+from tinystory.replay import ReplayJit, tinygrad_version
 from tinystory.resume import (Resume, check_diverged, divergence_advice, load_resume, model_file_options, read_run_config,
                               resumed_config, resumed_data)
 from tinystory.rundir import RunLog, RunRecord, check_scratch, clear_run, training_run
@@ -83,25 +82,28 @@ def resolve_val_data(val_data: str, tok_path: Path) -> Path | None:
 
 class TrainSteps:
   """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW: `opt`) and
-  eval_loss, each compiled when cfg.compile (replay.ReplayJit: TinyJit, then its kernels replayed on every core). Their
-  inputs are fixed tensors that each call uploads the new batch (or lr and step) into."""
+  eval_loss, each a replay.ReplayJit of fixed input tensors that each call uploads the new batch (or lr and step) into,
+  compiled when cfg.compile (TinyJit, then its kernels replayed on every core). Until close() (or the end of a `with`
+  block) tinygrad compiles the step's slowest CPU kernels with the searched table (kernel_opts.hooks) and its allocator
+  keeps no freed buffers for reuse: the first (eager) step and the JIT capture free a whole step's worth of them, which
+  would then sit in that cache for good (off, the seed config peaks at 1.8 GB, not 2.8)."""
   def __init__(self, model, cfg: TrainConfig):
-    kernel_opts.install()  # the searched opts for the step's slowest CPU kernels (the seed config's)
-    # tinygrad's allocator keeps freed buffers for reuse; the first (eager) step and the JIT capture free a whole step's
-    # worth of them, which would then sit in that cache for good: off, the seed config peaks at 1.8 GB, not 2.8
-    LRU.value = 0
-    self.model, self.cfg, self.params = model, cfg, model.parameters()
-    self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
-    # on several devices (model.shard) the gradients are replicated like the weights and each batch is split
-    devices = model.weights["norm.weight"].device
-    on = (lambda t, axis=None: t.shard(devices, axis)) if isinstance(devices, tuple) else (lambda t, axis=None: t)
-    zeros = lambda *shape, dtype=dtypes.float32, axis=None: on(Tensor.zeros(*shape, dtype=dtype), axis).contiguous().realize()
-    self.grad_acc = [zeros(*p.shape) for p in self.params]
-    self.batch = tuple(zeros(cfg.batch_size, cfg.max_seq_len, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
-    self.lr_step = (zeros(1), zeros(1))
-    self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
-    self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
-    self._update = ReplayJit(self._update_step, self.lr_step, compile=cfg.compile)
+    with contextlib.ExitStack() as held:  # tinygrad's settings, kept by a TrainSteps made, put back if making one fails
+      held.enter_context(patched({"LRU": 0}, kernel_opts.hooks()))
+      self.model, self.cfg, self.params = model, cfg, model.parameters()
+      self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
+      # on several devices (model.shard) the gradients are replicated like the weights and each batch is split
+      devices = model.weights["norm.weight"].device
+      self.grad_acc = [zeros(p.shape, devices) for p in self.params]
+      self.batch = tuple(zeros((cfg.batch_size, cfg.max_seq_len), devices, dtype=dtypes.int64, axis=0) for _ in ("x", "y"))
+      self._micro = ReplayJit(self._micro_step, self.batch, compile=cfg.compile)
+      self._eval = ReplayJit(self._eval_loss, self.batch, compile=cfg.compile)
+      self._update = ReplayJit(self._update_step, (zeros((1,), devices), zeros((1,), devices)), compile=cfg.compile)
+      self.held = held.pop_all()
+
+  def close(self) -> None: self.held.close()  # tinygrad's settings as they were (several: in the reverse order of making)
+  def __enter__(self): return self
+  def __exit__(self, *_): self.close()
 
   def _micro_step(self, x, y):
     with Context(TRAINING=1):
@@ -117,24 +119,16 @@ class TrainSteps:
 
   def _eval_loss(self, x, y): return self.model(x).sparse_categorical_crossentropy(y).realize()
 
-  @staticmethod
-  def upload(tensors: tuple, *arrays: np.ndarray) -> None:
-    for t, arr in zip(tensors, arrays, strict=True): upload(t, host_view(t), arr)
-
   def micro_step(self, x: np.ndarray, y: np.ndarray, profile: list | None = None):
     """Forward and backward on the token ids x and targets y, (batch_size, max_seq_len): returns the loss tensor.
     `profile`: see replay.ReplayJit."""
-    self.upload(self.batch, x, y)
-    return self._micro(profile)
+    return self._micro(x, y, profile=profile)
 
-  def eval_loss(self, x: np.ndarray, y: np.ndarray):
-    self.upload(self.batch, x, y)
-    return self._eval()
+  def eval_loss(self, x: np.ndarray, y: np.ndarray): return self._eval(x, y)
 
   def update(self, lr: float) -> None:
     self.opt.step += 1
-    self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt.step], np.float32))
-    self._update()
+    self._update(np.array([lr], np.float32), np.array([self.opt.step], np.float32))
 
 # *** the run ***
 
@@ -293,7 +287,7 @@ def _train(cfg: TrainConfig, rdir: Path, run_log: RunLog, held: contextlib.ExitS
   iter_num, best_val_loss = (resume.meta["iter_num"], resume.meta["best_val_loss"]) if resume else (0, 1e9)
   if init_weights: model.load_state_dict(init_weights)
   set_rng_state(resume.meta["rng_state"] if resume else {"seed": cfg.seed, "counter": None}, device)
-  steps = TrainSteps(model, cfg)
+  steps = held.enter_context(TrainSteps(model, cfg))  # tinygrad's settings put back when the run ends
   if resume: steps.opt.load_state_dict(resume.opt, resume.meta["opt_step"], model.shapes)
   if resume and (was := resume.meta.get("versions", {}).get("kernel_opts")) and was != (now := kernel_opts.describe()):
     log(f"note: the checkpoint was trained with the CPU kernel table {was}; now {now}: from here the floats differ from "

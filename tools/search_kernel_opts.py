@@ -8,11 +8,13 @@ docs/performance.md, "Searched kernels"). Run on a quiet machine, from the repos
 A tool, not part of the package: it drives the package's training step (bench.train_driver), which the run-time
 table is applied inside of."""
 import argparse, json, os, sys, time
+from unittest import mock
 from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's package: the keys are its kernels'
 from tinystory import kernel_opts, write_atomic
 from tinystory.config import SEED_MODEL
 from tinystory.bench import device_name, kernel_times, train_driver
+from tinystory.device import patched
 from tinystory.log import log, log_to_console
 from tinystory.replay import TINYGRAD
 
@@ -20,19 +22,18 @@ def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
   """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
   in one replayed forward + backward (both cores)."""
   import tinygrad.codegen as codegen
-  from tinygrad.helpers import PARALLEL, ansistrip
-  PARALLEL.value = 0  # compile here, where the recorder below sees every kernel
-  os.environ["TINYSTORY_KERNEL_OPTS"] = "0"  # TrainSteps would install the table: the heuristics' kernels are wanted
+  from tinygrad.helpers import ansistrip
   seen, heuristic = {}, kernel_opts.tinygrad_apply_opts()
   def record(ast, ren, beam=0):
     out = heuristic(ast, ren, beam)
     if ast.tag is None and out.arg is not None: seen.setdefault(ansistrip(out.arg.name), (ast, ren, out.arg.applied_opts))
     return out
-  codegen.apply_opts = record
-  steps, batch = train_driver(cfg, batch_size)
-  for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
-  ms = {name: k["ms"] for name, k in kernel_times(steps, batch).items()}
-  codegen.apply_opts = heuristic
+  # the heuristics' kernels are wanted (TrainSteps would apply the table), each compiled here, where record sees it
+  with mock.patch.dict(os.environ, TINYSTORY_KERNEL_OPTS="0"), patched({"PARALLEL": 0}, ((codegen, "apply_opts", record),)):
+    steps, batch = train_driver(cfg, batch_size)
+    with steps:
+      for _ in range(4): steps.micro_step(*batch()), steps.update(1e-4)
+      ms = {name: k["ms"] for name, k in kernel_times(steps, batch).items()}
   return seen, ms
 
 def time_kernel(k, runs: int = 7) -> float:
@@ -48,20 +49,20 @@ def search(top: int, beam: int, out: Path) -> None:
   from tinygrad.codegen.opt import OptOps, search as tg_search
   cfg, batch_size = dict(SEED_MODEL), 64
   seen, ms = step_kernels(cfg, batch_size)
-  tg_search.actions = [a for a in tg_search.actions if a.op is not OptOps.THREAD]  # one core per candidate: see thread
-  kernels = []
-  for name, step_ms in sorted(ms.items(), key=lambda kv: -kv[1])[:top]:
-    ast, ren, heuristic = seen[name]
-    plain = [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]
-    t = time.perf_counter()
-    found = tg_search.beam_search(kernel_opts.scheduler(ast, ren, []), *args(ast, ren), beam, disable_cache=True)
-    opts = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
-    before, after = (time_kernel(kernel_opts.scheduler(ast, ren, o)) for o in (plain, opts))
-    kept = after < 0.95 * before
-    log(f"{step_ms:7.1f} ms/step  {name:36s} one core: heuristics {before * 1e3:7.2f} ms, beam {after * 1e3:7.2f} ms "
-        f"({before / after:.2f}x, {'kept' if kept else 'dropped'}; searched in {time.perf_counter() - t:.0f} s)")
-    if kept: kernels.append({"key": kernel_opts.kernel_key(ast), "heuristic_name": name, "step_ms": round(step_ms, 1),
-                             "one_core_ms": [round(before * 1e3, 3), round(after * 1e3, 3)], "opts": opts})
+  kernels, actions = [], [a for a in tg_search.actions if a.op is not OptOps.THREAD]  # one core per candidate: see thread
+  with patched({"PARALLEL": 0}, ((tg_search, "actions", actions),)):  # each candidate compiled here, as the step's kernels
+    for name, step_ms in sorted(ms.items(), key=lambda kv: -kv[1])[:top]:
+      ast, ren, heuristic = seen[name]
+      plain = [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]
+      t = time.perf_counter()
+      found = tg_search.beam_search(kernel_opts.scheduler(ast, ren, []), *args(ast, ren), beam, disable_cache=True)
+      opts = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
+      before, after = (time_kernel(kernel_opts.scheduler(ast, ren, o)) for o in (plain, opts))
+      kept = after < 0.95 * before
+      log(f"{step_ms:7.1f} ms/step  {name:36s} one core: heuristics {before * 1e3:7.2f} ms, beam {after * 1e3:7.2f} ms "
+          f"({before / after:.2f}x, {'kept' if kept else 'dropped'}; searched in {time.perf_counter() - t:.0f} s)")
+      if kept: kernels.append({"key": kernel_opts.kernel_key(ast), "heuristic_name": name, "step_ms": round(step_ms, 1),
+                               "one_core_ms": [round(before * 1e3, 3), round(after * 1e3, 3)], "opts": opts})
   doc = {"tinygrad": TINYGRAD, "searched": f"python tools/search_kernel_opts.py --top {top} --beam {beam}",
          "machine": device_name("CPU"), "config": cfg, "batch_size": batch_size, "kernels": kernels}
   write_atomic(out, json.dumps(doc, indent=1) + "\n")
