@@ -243,10 +243,10 @@ class TrainSteps:
     self.upload(self.batch, x, y)
     return self._eval()
 
-  def update(self, lr: float) -> None:
+  def update(self, lr: float, profile: list | None = None) -> None:
     self.opt.step += 1
     self.upload(self.lr_step, np.array([lr], np.float32), np.array([self.opt.step], np.float32))
-    self._update()
+    self._update(profile)
 
 # *** the run ***
 
