@@ -207,14 +207,16 @@ def _config_pair(ctx, param, values):
               "--against torch runs PyTorch on the same hardware (cpu, cuda, mps)")
 @click.option("--repeat", default=3, show_default=True, help="with --against torch: rounds of tinygrad and PyTorch eager "
               "training, interleaved; the spread of their ratios is reported")
+@click.option("--roofline", is_flag=True, help="also time one training step's kernels by family (matmul, elementwise, ...) "
+              "against this machine's own numpy sgemm rate at the model's matmul shapes and its memory bandwidth")
 @click.option("--schedule", type=click.Choice(["cuda", "amd", "cpu"]), help="instead of timing: one training iteration's "
               "kernels rendered for this backend on tinygrad's NULL device, with estimated FLOPs and bytes (no GPU needed)")
-def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, kernels, device, repeat, schedule):
+def bench(json_path, overrides, batch_size, steps, new_tokens, against, beam, kernels, device, repeat, roofline, schedule):
   """Training and sampling speed of the seed config; with --against torch, PyTorch's on the same device in the same
   run, as ratios. With --schedule, the estimated cost of each kernel of a training step instead."""
   from tinystory import bench as b
   if schedule: b.schedule(overrides, batch_size, schedule, json_path, kernels or 25)
-  else: b.bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path, kernels, device, repeat)
+  else: b.bench(overrides, batch_size, steps, new_tokens, tuple(against), beam, json_path, kernels, device, repeat, roofline)
 
 # ---- train ----
 

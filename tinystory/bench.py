@@ -8,7 +8,7 @@ import argparse, json, math, os, platform, resource, statistics, subprocess, sys
 from importlib.util import find_spec
 from pathlib import Path
 import numpy as np
-from tinygrad import Device
+from tinygrad import Device, dtypes
 from tinygrad.device import Compiler
 from tinygrad.helpers import ansistrip
 from tinygrad.renderer import Estimates
@@ -62,9 +62,10 @@ def kernel_times(steps, batch) -> dict[str, dict]:
     k["count"], k["ms"] = k["count"] + 1, k["ms"] + s * 1000
   return by_name
 
-def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0, grad_chunk: int = 0) -> dict:
+def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0, grad_chunk: int = 0, roofline: bool = False) -> dict:
   """The training code path itself (train.TrainSteps: forward, backward, clip, AdamW) on random tokens. kernels > 0:
-  then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed."""
+  then one more forward + backward, timed kernel by kernel: the `kernels` slowest kernel names, times summed.
+  roofline: then one more step timed kernel by kernel, by family, beside this machine's peaks (step_roofline)."""
   t0 = time.perf_counter()
   steps_, batch = train_driver(cfg, batch_size, grad_chunk)
   times, first_step_s = [], None
@@ -83,7 +84,67 @@ def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0, grad
     by_name = kernel_times(steps_, batch)
     out["kernels"] = sorted(by_name.values(), key=lambda k: -k["ms"])[:kernels]
     out["kernels_total_ms"], out["kernels_count"] = sum(k["ms"] for k in by_name.values()), sum(k["count"] for k in by_name.values())
+  if roofline: out["roofline"] = step_roofline(steps_, batch, cfg, batch_size)
   return out
+
+# *** the roofline: a step's kernels by family, against this machine's own peaks measured in the same process ***
+
+FAMILIES = ("matmul", "reduction", "elementwise", "copy", "dropout RNG")
+
+def kernel_family(program) -> str:
+  """What a compiled kernel (a PROGRAM uop) does: 'dropout RNG' (it hashes: threefry's XORs of uint32s), 'matmul' (a
+  reduction doing 2 FLOP or more per byte it moves), 'reduction' (the other sums and maxes: norms, softmax, loss,
+  the clip's norm), 'elementwise' (arithmetic per element), 'copy' (data moved, no arithmetic: layouts, transposes)."""
+  uops = next(s for s in program.src if s.op is Ops.LINEAR).src
+  if any(u.op is Ops.XOR and dtypes.is_unsigned(u.dtype) for u in uops): return "dropout RNG"
+  e, _ = executed_estimates(program, ignore_indexing=True)
+  if ansistrip(program.arg.name).startswith("r_"): return "matmul" if e.ops >= 2 * e.mem else "reduction"  # tinygrad's r_: a reduce
+  return "elementwise" if e.ops else "copy"
+
+def matmul_shapes(cfg: dict, batch_size: int) -> list[tuple[int, int, int]]:
+  """(M, K, N) of the seed step's matmuls: the q/k/v/o, w1/w3 and w2 projections and the logits over every position,
+  and a weight's gradient (a reduction over the positions)."""
+  a = ModelArgs(**cfg)
+  rows, d, h, v = batch_size * a.max_seq_len, a.dim, a.hidden_size, a.vocab_size
+  return [(rows, d, d), (rows, d, h), (rows, h, d), (rows, d, v), (d, rows, h)]
+
+def machine_peaks(shapes: list[tuple[int, int, int]], runs: int = 20, copy_mb: int = 64) -> dict:
+  """This machine's own rates, here and now: numpy's sgemm (its BLAS, on every core) at each (M, K, N), the best of
+  `runs` calls, and the bandwidth of a copy_mb MB copy (bytes read + written), the best of `runs`."""
+  rng, sgemm = np.random.default_rng(0), {}
+  for M, K, N in shapes:
+    a, b = rng.standard_normal((M, K), dtype=np.float32), rng.standard_normal((K, N), dtype=np.float32)
+    sgemm[f"{M}x{K}x{N}"] = 2 * M * K * N / best_time(lambda: a @ b, runs) / 1e9
+  src = np.ones(copy_mb << 18, np.float32)
+  dst = np.empty_like(src)
+  return {"sgemm_gflops": sgemm, "sgemm_peak_gflops": max(sgemm.values()), "runs": runs, "copy_mb": copy_mb,
+          "copy_gbps": 2 * src.nbytes / best_time(lambda: np.copyto(dst, src), runs) / 1e9}
+
+def best_time(fxn, runs: int) -> float:
+  fxn()
+  times = []
+  for _ in range(runs):
+    t = time.perf_counter()
+    fxn()
+    times.append(time.perf_counter() - t)
+  return min(times)
+
+def step_roofline(steps, batch, cfg: dict, batch_size: int) -> dict:
+  """One more training iteration (a forward + backward, then the update), timed kernel by kernel, summed by
+  kernel_family: ms, GFLOP and GB (tinygrad's estimates from each rendered kernel, index arithmetic not counted)
+  beside machine_peaks measured right after, and llama2.c's count of the model's arithmetic."""
+  families, runs = {}, []
+  steps.micro_step(*batch(), profile=(micro := []))
+  steps.update(1e-4, profile=(update := []))
+  for jit, profile in zip(steps.compiled(), (micro, update)):
+    for (_, _, s), program in zip(profile, jit.replay.programs(), strict=True):
+      e, _ = executed_estimates(program, ignore_indexing=True)
+      f = families.setdefault(kernel_family(program), {"kernels": 0, "ms": 0.0, "flops": 0, "bytes": 0})
+      f["kernels"], f["ms"], f["flops"], f["bytes"] = f["kernels"] + 1, f["ms"] + s * 1e3, f["flops"] + e.ops, f["bytes"] + e.mem
+    runs.append(sum(s for _, _, s in profile))
+  model_flops = flops_per_token(steps.model) * batch_size * cfg["max_seq_len"]
+  return {"families": families, "micro_ms": runs[0] * 1e3, "update_ms": runs[1] * 1e3, "model_flops": model_flops,
+          **machine_peaks(matmul_shapes(cfg, batch_size))}
 
 def measure_sample(cfg: dict, new_tokens: int) -> dict:
   """sample.py's KV-cached generation, greedy (the work per token does not depend on the draws). Two rates: filling
@@ -118,7 +179,7 @@ def render_only():
   compilers = ((cuda, "NVRTCCompiler"), (cuda, "NVCCCompiler"), (amd, "HIPCompiler"), (amd, "HIPCCCompiler"), (cpu, "ClangCompiler"))
   return patched({"PARALLEL": 0}, tuple((m, name, SourceOnly) for m, name in compilers))
 
-def executed_estimates(program) -> tuple:
+def executed_estimates(program, ignore_indexing: bool = False) -> tuple:
   """tinygrad's estimates of a rendered kernel (a PROGRAM) as its threads run it, and the number of threads (GPU
   threads, or CPU parts): every op counted once per thread that executes it. tinygrad's own count multiplies an op
   only by the thread indices that come before it in the code, so a reduction that each thread block recomputes,
@@ -126,7 +187,7 @@ def executed_estimates(program) -> tuple:
   uops = next(s for s in program.src if s.op is Ops.LINEAR).src
   ids = [u for u in uops if u.op is Ops.SPECIAL or (u.op is Ops.PARAM and u.arg.name == "core_id")]
   threads = math.prod(int(u.src[0].vmax) if u.op is Ops.SPECIAL else int(u.vmax) + 1 for u in ids)
-  return Estimates.from_uops(tuple(ids) + tuple(u for u in uops if u not in ids)), threads
+  return Estimates.from_uops(tuple(ids) + tuple(u for u in uops if u not in ids), ignore_indexing), threads
 
 def measure_schedule(cfg: dict, batch_size: int, grad_chunk: int = 0) -> dict:
   """One training iteration (micro-step and update, eager) on the NULL device, every kernel's estimated FLOPs and
@@ -163,12 +224,13 @@ def worker(argv: list[str]) -> None:
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--new-tokens", type=int, default=500)
   p.add_argument("--kernels", type=int, default=0)
+  p.add_argument("--roofline", action="store_true")
   p.add_argument("--device", default="cpu")
   a = p.parse_args(argv)
   cfg = {**SEED_MODEL, **a.cfg}
   # the schedule runs on the NULL device its DEV names, with the choices of DEV's renderer's backend
   chunk = choose_for(set_device(a.device) if a.worker != "schedule" else os.environ["DEV"].split(":")[1]).grad_chunk
-  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, chunk) if a.worker == "train" else
+  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, chunk, a.roofline) if a.worker == "train" else
          measure_schedule(cfg, a.batch_size, chunk) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
   print(json.dumps({**out, "device": Device.DEFAULT, "device_name": device_name(Device.DEFAULT)}))
 
@@ -194,10 +256,11 @@ def torch_available() -> bool:
 
 def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, new_tokens: int = 500,
           against: tuple[str, ...] = (), beam: int = 0, json_path: str | None = None, kernels: int = 0,
-          device: str = "cpu", repeat: int = 3) -> dict:
+          device: str = "cpu", repeat: int = 3, roofline: bool = False) -> dict:
   """Measure tinygrad training and sampling on `device` (and PyTorch's on the same hardware, with against=('torch',):
   `repeat` rounds of tinygrad then PyTorch eager training, interleaved, so that both see the same machine load); log
-  a table, return the results. Ratios are only computed between measurements on the same device."""
+  a table, return the results. Ratios are only computed between measurements on the same device. roofline: the first
+  round also times one step's kernels by family against this machine's sgemm and copy rates (roofline_table)."""
   cfg = {**SEED_MODEL, **(overrides or {})}
   ModelArgs(**cfg)  # validate before spending minutes
   if steps < 1 or new_tokens < 1 or batch_size < 1 or repeat < 1:
@@ -224,12 +287,13 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   for r in range(rounds):
     of = f" (round {r + 1} of {rounds})" if rounds > 1 else ""
     log(f"tinygrad: training on {dev}{of} ...")
-    ours.append(run_worker(["tinystory.bench", "--worker", "train", *args, "--kernels", str(kernels if r == 0 else 0)], env))
+    first = ["--kernels", str(kernels), *(["--roofline"] if roofline else [])] if r == 0 else []
+    ours.append(run_worker(["tinystory.bench", "--worker", "train", *args, *first], env))
     if "torch" in against:
       log(f"torch_eager: training on {torch_device}{of} ...")
       eager.append(run_worker(["tinystory.torch_llama", "--mode", "train", "--compile", "0", *targs], env))
   res.update(median_run(ours), device_name=ours[0]["device_name"])
-  res.update({k: v for k, v in ours[0].items() if k.startswith("kernels")})  # listed by the first round only
+  res.update({k: v for k, v in ours[0].items() if k.startswith("kernels") or k == "roofline"})  # the first round's only
   log(f"tinygrad: sampling on {dev} ...")
   s = run_worker(["tinystory.bench", "--worker", "sample", *args], env)
   res.update(sample_tokens_per_s=s["sample_tokens_per_s"], sample_slide_tokens_per_s=s["sample_slide_tokens_per_s"],
@@ -248,7 +312,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
     # each round's ratio, from measurements taken back to back: the spread is the machine's noise
     res["against"]["torch_eager"]["train_speed_ratios"] = [o["train_tokens_per_s"] / e["train_tokens_per_s"] for o, e in zip(ours, eager)]
   res["loadavg_after"] = os.getloadavg()[0]
-  for line in report(res) + kernel_table(res): log(line)
+  for line in report(res) + kernel_table(res) + roofline_table(res): log(line)
   if json_path: write_atomic(json_path, json.dumps(res, indent=1))
   return res
 
@@ -317,5 +381,30 @@ def kernel_table(res: dict) -> list[str]:
            f"{res['kernels_total_ms']:,.0f} ms in all; parts: the cores a kernel is split over):",
            f"{'ms':>8} {'count':>6} {'parts':>6}  kernel"]
   return lines + [f"{k['ms']:8.1f} {k['count']:6d} {k['parts']:6d}  {k['kernel']}" for k in res["kernels"]]
+
+def roofline_table(res: dict) -> list[str]:
+  """The step's kernel families against the peaks measured in the same worker: each family's rate as a share of the
+  best sgemm rate and of the copy's bandwidth, and the step against the floor (the model's arithmetic at that rate)."""
+  if not (r := res.get("roofline")): return []
+  peak, copy, fams = r["sgemm_peak_gflops"], r["copy_gbps"], r["families"]
+  step_ms = r["micro_ms"] + r["update_ms"]
+  total = {"kernels": sum(f["kernels"] for f in fams.values()), "ms": step_ms,
+           "flops": sum(f["flops"] for f in fams.values()), "bytes": sum(f["bytes"] for f in fams.values())}
+  lines = [f"roofline of one replayed training step (forward + backward {r['micro_ms']:,.0f} ms, clip + AdamW "
+           f"{r['update_ms']:,.0f} ms), by kernel family (GFLOP and GB: tinygrad's estimates of each kernel):",
+           f"{'family':12} {'kernels':>7} {'ms':>7} {'share':>6} {'GFLOP':>7} {'GB':>6} {'GFLOP/s':>8} {'GB/s':>6} "
+           f"{'of sgemm':>8} {'of copy':>8}"]
+  for name, f in [*sorted(fams.items(), key=lambda kv: -kv[1]["ms"]), ("step", total)]:
+    gflops, gbps = f["flops"] / f["ms"] / 1e6, f["bytes"] / f["ms"] / 1e6
+    lines.append(f"{name:12} {f['kernels']:7d} {f['ms']:7.1f} {f['ms'] / step_ms:6.1%} {f['flops'] / 1e9:7.2f} "
+                 f"{f['bytes'] / 1e9:6.2f} {gflops:8.1f} {gbps:6.1f} {gflops / peak:8.1%} {gbps / copy:8.1%}")
+  floor_ms = r["model_flops"] / peak / 1e6
+  lines.append("this machine, measured in the same process: numpy sgemm " +
+               ", ".join(f"{k} {v:,.0f}" for k, v in r["sgemm_gflops"].items()) +
+               f" GFLOP/s (M x K x N, best of {r['runs']}); a {r['copy_mb']} MB copy {copy:,.1f} GB/s")
+  lines.append(f"the model's arithmetic (llama2.c's 6N + 12LHQT per token) is {r['model_flops'] / 1e9:,.1f} GFLOP: "
+               f"{floor_ms:,.0f} ms at the best sgemm rate ({peak:,.0f} GFLOP/s); the step takes {step_ms:,.0f} ms, "
+               f"{step_ms / floor_ms:.1f}x that floor, {r['model_flops'] / step_ms / 1e6 / peak:.1%} of the sgemm peak")
+  return lines
 
 if __name__ == "__main__": worker(sys.argv[1:])

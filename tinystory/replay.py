@@ -122,6 +122,10 @@ class Replay:
         for args in parts: fxn(*args)
       if profile is not None: profile.append((name, len(parts), time.perf_counter() - t))
 
+  def programs(self) -> list:
+    """The kernels' PROGRAM uops (what tinygrad compiled: its source, its estimates), in the order they run."""
+    return [call.src[0] for call in self.captured.linear.src]
+
   def first_run(self) -> None:
     """All parts on this thread, timing each kernel: the slow ones (with more than one part) go parallel from now."""
     parallel = []

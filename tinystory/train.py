@@ -126,9 +126,13 @@ class TrainSteps:
 
   def eval_loss(self, x: np.ndarray, y: np.ndarray): return self._eval(x, y)
 
-  def update(self, lr: float) -> None:
+  def compiled(self) -> tuple[ReplayJit, ReplayJit]:
+    """The micro-step's and the update's compiled functions (bench's roofline reads their kernels)."""
+    return self._micro, self._update
+
+  def update(self, lr: float, profile: list | None = None) -> None:
     self.opt.step += 1
-    self._update(np.array([lr], np.float32), np.array([self.opt.step], np.float32))
+    self._update(np.array([lr], np.float32), np.array([self.opt.step], np.float32), profile=profile)
 
 # *** the run ***
 
