@@ -46,7 +46,7 @@ def test_the_roofline_table_puts_each_family_beside_the_peaks():
   res = {"roofline": {"families": {"elementwise": fam(200, 300.0, 4.0, 3.0), "matmul": fam(150, 1000.0, 50.0, 3.0)},
                       "micro_ms": 1290.0, "update_ms": 10.0, "model_flops": 40e9,
                       "sgemm_gflops": {"8192x128x128": 200.0, "128x8192x352": 400.0}, "sgemm_peak_gflops": 400.0,
-                      "runs": 20, "copy_mb": 64, "copy_gbps": 30.0}}
+                      "runs": 20, "copy_mb": 64, "cores": 2, "copy_gbps": 30.0}}
   lines = bench.roofline_table(res)
   assert lines[0].startswith("roofline of one replayed training step (forward + backward 1,290 ms, clip + AdamW 10 ms)")
   assert lines[1].split() == ["family", "kernels", "ms", "share", "GFLOP", "GB", "GFLOP/s", "GB/s", "of", "sgemm", "of", "copy"]
@@ -55,7 +55,7 @@ def test_the_roofline_table_puts_each_family_beside_the_peaks():
   assert lines[3].split() == ["elementwise", "200", "300.0", "23.1%", "4.00", "3.00", "13.3", "10.0", "3.3%", "33.3%"]
   assert lines[4].split() == ["step", "350", "1300.0", "100.0%", "54.00", "6.00", "41.5", "4.6", "10.4%", "15.4%"]
   assert lines[5] == ("this machine, measured in the same process: numpy sgemm 8192x128x128 200, 128x8192x352 400 GFLOP/s "
-                      "(M x K x N, best of 20); a 64 MB copy 30.0 GB/s")
+                      "(M x K x N, best of 20); a 64 MB copy on 2 cores 30.0 GB/s")
   assert lines[6] == ("the model's arithmetic (llama2.c's 6N + 12LHQT per token) is 40.0 GFLOP: 100 ms at the best sgemm "
                       "rate (400 GFLOP/s); the step takes 1,300 ms, 13.0x that floor, 7.7% of the sgemm peak")
   assert bench.roofline_table({}) == []
