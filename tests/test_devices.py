@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from cli import cli
-from tinystory import device, model
+from tinystory import UserError, device, model
 from tinystory.checkpoint import load_checkpoint
 from test_train import run_train
 from test_train_step import RESUME, exact_losses, interrupt_after_update
@@ -97,21 +97,30 @@ def test_each_device_gets_its_shard_of_the_batch_and_all_the_weights():
     assert t.device == devices and t.uop.axis is None  # replicated
 
 def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
-  from tinygrad.helpers import ALLOW_TF32
-  from tinystory.device import choose_for
+  from tinystory.device import settings_for
   monkeypatch.delenv("ALLOW_TF32", raising=False)
-  monkeypatch.setattr(ALLOW_TF32, "value", 0)
-  for backend in ("CPU", "METAL", "AMD"):
-    choose_for(backend)
-    assert ALLOW_TF32.value == 0, backend
-  for backend in ("CUDA", "NV"):
-    ALLOW_TF32.value = 0
-    choose_for(backend)
-    assert ALLOW_TF32.value == 1, backend
-  ALLOW_TF32.value = 0
+  for backend in ("CPU", "METAL", "AMD", ("AMD:0", "AMD:1")): assert "ALLOW_TF32" not in settings_for(backend), backend
+  for backend in ("CUDA", "NV", "CUDA:1", ("NV:0", "NV:1")): assert settings_for(backend)["ALLOW_TF32"] == 1, backend
   monkeypatch.setenv("ALLOW_TF32", "0")  # the user's own choice stands
-  choose_for("CUDA")
-  assert ALLOW_TF32.value == 0
+  assert "ALLOW_TF32" not in settings_for("CUDA")
+  assert settings_for(("CUDA:0", "CUDA:1"))["DEV"] == "CUDA"  # tinygrad's DEV names the backend
+
+def test_a_commands_device_is_tinygrads_default_for_its_block_only(monkeypatch):
+  """using_device makes the command's device tinygrad's default, with its settings, and puts them back after the
+  command, also when it fails: a second command in the same process (the tests, a notebook) starts from the first's
+  settings, not from what the first one chose."""
+  from tinygrad import Device
+  from tinygrad.helpers import ALLOW_TF32, DEV
+  from tinystory.device import using_device
+  before = (DEV.value, ALLOW_TF32.value, Device.DEFAULT)
+  monkeypatch.setattr("tinystory.device.settings_for", lambda device: {"DEV": "NULL", "ALLOW_TF32": 1})  # a GPU's, here
+  with using_device("cpu") as dev:
+    assert dev == "CPU" and Device.DEFAULT == "NULL" and ALLOW_TF32.value == 1
+  assert (DEV.value, ALLOW_TF32.value, Device.DEFAULT) == before
+  with pytest.raises(RuntimeError), using_device("cpu"):
+    raise RuntimeError("the command failed")
+  assert (DEV.value, ALLOW_TF32.value, Device.DEFAULT) == before
+  with pytest.raises(UserError, match=r"--device=cpu:1: the CPU is one device here"), using_device("cpu:1"): pass
 
 def test_chunked_gradients_never_straddle_two_shards_of_a_batch(monkeypatch):
   """With the GPUs' chunked weight and embedding gradients: 6 positions make 3 chunks of 2 on one device, which two

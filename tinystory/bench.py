@@ -18,7 +18,7 @@ import tinygrad.engine.realize as realize
 import tinystory
 from tinystory import UserError, kernel_opts, write_atomic
 from tinystory.config import SEED_MODEL, ModelArgs, TrainConfig
-from tinystory.device import choose_for, patched, set_device
+from tinystory.device import choose_for, device_names, patched, using_device
 from tinystory.log import log
 from tinystory.replay import usable_cores
 from tinystory.model import Transformer
@@ -234,11 +234,14 @@ def worker(argv: list[str]) -> None:
   p.add_argument("--device", default="cpu")
   a = p.parse_args(argv)
   cfg = {**SEED_MODEL, **a.cfg}
-  # the schedule runs on the NULL device its DEV names, with the choices of DEV's renderer's backend
-  chunk = choose_for(set_device(a.device) if a.worker != "schedule" else os.environ["DEV"].split(":")[1]).grad_chunk
-  out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, chunk, a.roofline) if a.worker == "train" else
-         measure_schedule(cfg, a.batch_size, chunk) if a.worker == "schedule" else measure_sample(cfg, a.new_tokens))
-  print(json.dumps({**out, "device": Device.DEFAULT, "device_name": device_name(Device.DEFAULT)}))
+  if a.worker == "schedule":  # on the NULL device its DEV names, with the choices of DEV's renderer's backend
+    out, device = measure_schedule(cfg, a.batch_size, choose_for(os.environ["DEV"].split(":")[1]).grad_chunk), Device.DEFAULT
+  else:
+    with using_device(a.device) as dev:
+      out = (measure_train(cfg, a.batch_size, a.steps, a.kernels, choose_for(dev).grad_chunk, a.roofline)
+             if a.worker == "train" else measure_sample(cfg, a.new_tokens))
+      device = Device.DEFAULT
+  print(json.dumps({**out, "device": device, "device_name": device_name(device)}))
 
 # *** the bench command: run the workers, print ratios ***
 
@@ -272,7 +275,7 @@ def bench(overrides: dict | None = None, batch_size: int = 64, steps: int = 5, n
   if steps < 1 or new_tokens < 1 or batch_size < 1 or repeat < 1:
     raise UserError("--steps, --new-tokens, --batch-size and --repeat must be positive")
   if kernels < 0: raise UserError(f"--kernels must be >= 0 (0: no kernel table), got {kernels}")
-  dev = set_device(device)
+  dev = device_names(device)  # checked here; each worker runs on it
   torch_device = TORCH_DEVICE.get(dev.split(":")[0])
   if "torch" in against and not torch_available():
     raise UserError("--against torch needs PyTorch: pip install '.[bench]' (a CPU build: pip install torch==2.13.0)")

@@ -4,19 +4,16 @@ device (`choose_for`), arrays placed like tensors, the dropout RNG state a check
 private counters hold (tests/test_structure.py keeps tinygrad's private names here, in replay.py and kernel_opts.py),
 and every change the package makes to tinygrad's process-wide state (tests/test_structure.py keeps them here):
 
-- set_device's DEV and choose_for's ALLOW_TF32: the command's device and its matmul precision, set once at the
-  command's start for the rest of its process (its tensors live on that device until it exits), as DEV=... and
-  ALLOW_TF32=1 in the environment would set them;
-- the rest for a block only, through `patched` (restored after it, also on an error): while a train.TrainSteps is used,
-  LRU=0 and the kernel table's hooks in tinygrad's code generator (kernel_opts.hooks); bench's source-only compilers
-  and kernel counter on the NULL device; the search tool's recorder.
+each for a block only, through `patched` (put back after it, also on an error): while a command runs on its device
+(`using_device`), DEV and, on NVIDIA GPUs, ALLOW_TF32 (settings_for); while a train.TrainSteps is used, LRU=0 and the
+kernel table's hooks in tinygrad's code generator (kernel_opts.hooks); bench's source-only compilers and kernel
+counter on the NULL device; the search tool's recorder.
 """
 import contextlib, os
 from dataclasses import dataclass
 from typing import Iterator
 import numpy as np
 from tinygrad import Device, Tensor
-from tinygrad.helpers import ALLOW_TF32, DEV
 from tinystory import UserError
 
 def tinygrad_device(name: str, given: str) -> str:
@@ -29,9 +26,16 @@ def tinygrad_device(name: str, given: str) -> str:
   except Exception as e: raise UserError(f"{given}: tinygrad cannot open {dev} here ({type(e).__name__}: {e})") from None
   return Device.canonicalize(dev)
 
-def set_device(name: str, several: bool = False, option: str = "--device") -> str | tuple[str, ...]:
-  """Make `name` tinygrad's default device and return tinygrad's name for it. With `several`, a comma-separated list
-  is allowed: the default is its first device and the tuple of all is returned (for Tensor.shard)."""
+@contextlib.contextmanager
+def using_device(name: str, several: bool = False, option: str = "--device") -> Iterator[str | tuple[str, ...]]:
+  """`name` (the --device option's value) as tinygrad's default device for the block, with its settings (settings_for),
+  and tinygrad's name for it; the settings as they were after it. With `several`, a comma-separated list is allowed:
+  the default is its first device and the tuple of all is given (for Tensor.shard)."""
+  devices = device_names(name, several, option)
+  with patched(settings_for(devices)): yield devices
+
+def device_names(name: str, several: bool = False, option: str = "--device") -> str | tuple[str, ...]:
+  """tinygrad's name for the device `name` names (the tuple of several with `several`), each checked to open here."""
   names = name.split(",")
   if len(names) > 1 and not several:
     raise UserError(f"{option}={name}: one device here (several, comma-separated, are for data parallel training)")
@@ -44,10 +48,15 @@ def set_device(name: str, several: bool = False, option: str = "--device") -> st
                     f"CUDA_VISIBLE_DEVICES={index} and {option}={base_name.lower()}")
   devices = tuple(tinygrad_device(n, f"{option}={name}") for n in names)
   if len(set(devices)) < len(devices): raise UserError(f"{option}={name}: a device is listed twice")
-  base = devices[0].split(":")[0]  # tinygrad's DEV names a backend (DEV=CUDA), not one of its devices
-  DEV.value = base
-  choose_for(base)  # for its process-wide TF32 setting; the Choices it returns are asked for where a model is built
   return devices if len(devices) > 1 else devices[0]
+
+def settings_for(device: str | tuple[str, ...]) -> dict[str, object]:
+  """tinygrad's process-wide settings for training and sampling on `device` (device_names' result): DEV, its default
+  device, names the backend (DEV=CUDA, not one of its devices); on NVIDIA GPUs (CUDA, NV) float32 matmuls use the
+  tensor cores in TF32, as the seed's PyTorch train.py allows them (torch.backends.cuda.matmul.allow_tf32), where
+  tinygrad leaves them off unless ALLOW_TF32=1 (ALLOW_TF32=0 in the environment keeps full float32 matmuls)."""
+  backend = devices_of(device)[0].split(":")[0]
+  return {"DEV": backend, **({"ALLOW_TF32": 1} if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ else {})}
 
 CPU_BACKENDS = ("CPU", "CLANG", "LLVM")  # tinygrad's CPU device, and its renderers' names (NULL:CLANG:... renders for it)
 GPU_WEIGHT_GRAD_CHUNK = 256  # positions per partial sum of a weight's gradient on GPUs: 8,192 a step -> 32 partial sums
@@ -58,20 +67,16 @@ class Choices:
   grad_chunk: int = 0  # positions per partial sum of a weight's gradient (Transformer's grad_chunk); 0: one sum
 
 def choose_for(device: str | tuple[str, ...]) -> Choices:
-  """What the program does differently on a device (set_device's result) or a backend, in one place (the CPU's
-  choices are the code's defaults):
-  - On NVIDIA GPUs (CUDA, NV) float32 matmuls use the tensor cores in TF32, as the seed's PyTorch train.py allows them
-    (torch.backends.cuda.matmul.allow_tf32). tinygrad leaves them off unless ALLOW_TF32=1; ALLOW_TF32=0 in the
-    environment keeps full float32 matmuls. This one is tinygrad's process-wide setting, set here.
+  """What the model does differently on a device (device_names' result) or a backend, handed to it (the CPU's
+  choices are the code's defaults; tinygrad's own settings for the device: settings_for):
   - On GPUs each weight's gradient is summed over chunks of 256 positions or more (at most 32 chunks), then over the
     chunks (Choices.grad_chunk, model.grad_parts): one long sum per output leaves most of a GPU idle. On the CPU,
     where every core already has a share of the outputs, the partial sums would only add memory traffic."""
   backend = devices_of(device)[0].split(":")[0]
-  if backend in ("CUDA", "NV") and "ALLOW_TF32" not in os.environ: ALLOW_TF32.value = 1
   return Choices(grad_chunk=0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK)
 
 def devices_of(device: str | tuple[str, ...]) -> tuple[str, ...]:
-  """set_device's result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
+  """device_names' result (or a tensor's .device) as a tuple: one device, or the several of data parallel training."""
   return device if isinstance(device, tuple) else (device,)
 
 def zeros(shape: tuple[int, ...], device: str | tuple[str, ...] | None = None, dtype=None, axis: int | None = None):

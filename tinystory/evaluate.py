@@ -30,7 +30,7 @@ from tinygrad import dtypes
 from tinystory import need, pretok
 from tinystory.config import EvalConfig
 from tinystory.data import iter_stories, source_list
-from tinystory.device import set_device, zeros
+from tinystory.device import using_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
 from tinystory.replay import ReplayJit, read
@@ -126,16 +126,16 @@ def run_eval(cfg: EvalConfig, progress: Callable[[int, int], None] | None = None
   need(bool(sources := source_list(cfg.data)), "--data is required: the text to evaluate on (story "
        "files, dirs, globs or synthetic[:N], or a prepared shard dir)")
   cfg.validate()
-  set_device(cfg.device)
-  model, tok, ck = load_for_inference(cfg.checkpoint, cfg.tokenizer)
-  L, max_windows = model.args.max_seq_len, cfg.max_windows or None
-  stream, what = text_tokens(sources, tok, cfg.split or None, max_windows and max_windows * L + 1)
-  log(f"evaluating {ck} on {what}: {len(stream):,} tokens, windows of {L + 1} tokens predicting {L}")
-  res = evaluate(model, tok, stream, cfg.batch_size, max_windows, cfg.compile, progress)
-  if res["unk_tokens"]:
-    log(f"warning: {res['unk_tokens']:,} characters of the text are not in the tokenizer's vocabulary: each is one <unk>, "
-        f"scored as that token")
-  log(f"{res['windows']:,} windows: {res['tokens']:,} tokens predicted, {res['chars']:,} characters, {res['bytes']:,} bytes")
-  log(f"loss {res['loss']:.4f} nats/token | {res['bits_per_token']:.4f} bits/token | {res['bits_per_char']:.4f} bits/char "
-      f"| {res['bits_per_byte']:.4f} bits/byte")
-  return {"checkpoint": str(ck), "data": what, "max_seq_len": L, **res}
+  with using_device(cfg.device):  # tinygrad's default device for the command, put back after it
+    model, tok, ck = load_for_inference(cfg.checkpoint, cfg.tokenizer)
+    L, max_windows = model.args.max_seq_len, cfg.max_windows or None
+    stream, what = text_tokens(sources, tok, cfg.split or None, max_windows and max_windows * L + 1)
+    log(f"evaluating {ck} on {what}: {len(stream):,} tokens, windows of {L + 1} tokens predicting {L}")
+    res = evaluate(model, tok, stream, cfg.batch_size, max_windows, cfg.compile, progress)
+    if res["unk_tokens"]:
+      log(f"warning: {res['unk_tokens']:,} characters of the text are not in the tokenizer's vocabulary: each is one <unk>, "
+          f"scored as that token")
+    log(f"{res['windows']:,} windows: {res['tokens']:,} tokens predicted, {res['chars']:,} characters, {res['bytes']:,} bytes")
+    log(f"loss {res['loss']:.4f} nats/token | {res['bits_per_token']:.4f} bits/token | {res['bits_per_char']:.4f} bits/char "
+        f"| {res['bits_per_byte']:.4f} bits/byte")
+    return {"checkpoint": str(ck), "data": what, "max_seq_len": L, **res}

@@ -24,7 +24,7 @@ import numpy as np
 from tinygrad import UOp
 from tinystory import UserError
 from tinystory.config import SampleConfig
-from tinystory.device import set_device, zeros
+from tinystory.device import using_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
 from tinystory.model import KVCache
@@ -162,24 +162,24 @@ def sample(cfg: SampleConfig, overrides=(), write: Callable[[str], None] = lambd
   """Run llama2.c's sample.py: log the preamble (Overriding lines, ModelArgs, state-dict shapes), then stream
   num_samples samples through `write`. Returns {"samples": [token ids per sample], "tokens", "seconds"}."""
   cfg.validate()
-  set_device(cfg.device)
-  model, tok, _ = load_for_inference(cfg.checkpoint, cfg.tokenizer)
-  prompt = load_prompt(cfg.start, tok)
-  decoder = CachedDecoder(model, cfg.compile, cfg.slide)
-  if preamble:  # after every check, so that a mistake is a one-line error
-    for k, v in overrides: log(f"Overriding: {k} = {v}")
-    log(repr(model.args))
-    for line in state_dict_lines(model): log(line)
-  rng = np.random.default_rng(cfg.seed)
-  def pick(logits): return sample_token(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
-  samples, t0 = [], time.perf_counter()
-  for _ in range(cfg.num_samples):
-    if text := tok.decode(prompt): write(text)
-    stream = TextStream(tok, write, prompt[-1])
-    samples.append([])
-    for t in generate(decoder, prompt, cfg.max_new_tokens, pick):
-      samples[-1].append(t)
-      stream.put(t)
-    stream.end()
-    write("\n---------------\n")
-  return {"samples": samples, "tokens": sum(map(len, samples)), "seconds": time.perf_counter() - t0}
+  with using_device(cfg.device):  # tinygrad's default device for the command, put back after it
+    model, tok, _ = load_for_inference(cfg.checkpoint, cfg.tokenizer)
+    prompt = load_prompt(cfg.start, tok)
+    decoder = CachedDecoder(model, cfg.compile, cfg.slide)
+    if preamble:  # after every check, so that a mistake is a one-line error
+      for k, v in overrides: log(f"Overriding: {k} = {v}")
+      log(repr(model.args))
+      for line in state_dict_lines(model): log(line)
+    rng = np.random.default_rng(cfg.seed)
+    def pick(logits): return sample_token(logits, cfg.temperature, cfg.top_k, cfg.top_p, rng)
+    samples, t0 = [], time.perf_counter()
+    for _ in range(cfg.num_samples):
+      if text := tok.decode(prompt): write(text)
+      stream = TextStream(tok, write, prompt[-1])
+      samples.append([])
+      for t in generate(decoder, prompt, cfg.max_new_tokens, pick):
+        samples[-1].append(t)
+        stream.put(t)
+      stream.end()
+      write("\n---------------\n")
+    return {"samples": samples, "tokens": sum(map(len, samples)), "seconds": time.perf_counter() - t0}

@@ -14,7 +14,7 @@ from tinygrad import Context, Tensor, dtypes
 from tinystory import __version__, UserError, data, kernel_opts, pretok, write_atomic
 from tinystory.checkpoint import CKPT, model_weights
 from tinystory.config import ModelArgs, TrainConfig
-from tinystory.device import choose_for, devices_of, patched, rng_state, set_device, set_rng_state, zeros
+from tinystory.device import choose_for, devices_of, patched, rng_state, set_rng_state, using_device, zeros
 from tinystory.loader import load_model_file, load_tokenizer
 from tinystory.log import fmt_duration, log
 from tinystory.model import Transformer, uses_pinv
@@ -242,7 +242,7 @@ def _train(cfg: TrainConfig, rdir: Path, run_log: RunLog, held: contextlib.ExitS
     if cfg.init_from != "scratch": cfg, from_model = model_file_options(cfg, dict(given))
   wandb = import_wandb() if cfg.wandb_log else None
   if wandb and not cfg.wandb_run_name: cfg = dataclasses.replace(cfg, wandb_run_name="run" + time.strftime("%Y_%m_%d_%H_%M_%S"))
-  device = set_device(cfg.device, several=True)
+  device = held.enter_context(using_device(cfg.device, several=True))  # tinygrad's settings until the run ends
   on_cpu = all(d.startswith("CPU") for d in devices_of(device))
   # llama2.c autocasts to bf16/fp16 on GPUs only: on the CPU it trains in float32 whatever --dtype says
   if cfg.dtype != "float32" and not on_cpu: raise UserError(f"--dtype={cfg.dtype} is not supported on {cfg.device} yet: use --dtype=float32")
