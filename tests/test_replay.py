@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 from tinygrad import Tensor, TinyJit
 from tinygrad.helpers import NUM_CPU_THREADS
+import tinystory.device as device
 import tinystory.replay as replay
 from tinystory.config import ModelArgs, TrainConfig
 from tinystory.model import Transformer
-from tinystory.replay import ReplayJit, host_view, upload
+from tinystory.device import host_view, upload
+from tinystory.replay import ReplayJit
 from tinystory.train import TrainSteps
 
 needs_cores = pytest.mark.skipif(NUM_CPU_THREADS.value < 2, reason="one core: tinygrad splits no kernel over cores")
@@ -134,7 +136,7 @@ def test_without_the_jit_every_call_runs_the_function():
 
 def test_another_tinygrad_runs_the_jit_and_says_so(monkeypatch, logged):
   monkeypatch.setattr("importlib.metadata.version", lambda name: "0.15.0")
-  replay.tinygrad_is_pinned.cache_clear()
+  device.tinygrad_is_pinned.cache_clear()
   try:
     x = Tensor.zeros(4).contiguous().realize()
     f = ReplayJit(lambda x: (x + 1).realize(), (x,))
@@ -144,4 +146,4 @@ def test_another_tinygrad_runs_the_jit_and_says_so(monkeypatch, logged):
     assert f.replay is None
     assert logged == ["note: tinygrad 0.15.0 is not 0.14.0, whose internals replay.py and kernel_opts.py read: kernels run "
                       "through TinyJit, on one core, as tinygrad's heuristics optimise them"]
-  finally: replay.tinygrad_is_pinned.cache_clear()
+  finally: device.tinygrad_is_pinned.cache_clear()

@@ -9,12 +9,15 @@ each for a block only, through `patched` (put back after it, also on an error): 
 kernel table's hooks in tinygrad's code generator (kernel_opts.hooks); bench's source-only compilers and kernel
 counter on the NULL device; the search tool's recorder.
 """
-import contextlib, os
+import contextlib, functools, os
+from importlib import metadata
 from dataclasses import dataclass
 from typing import Iterator
 import numpy as np
 from tinygrad import Device, Tensor
+from tinygrad.dtype import _to_np_dtype
 from tinystory import UserError
+from tinystory.log import log
 
 def tinygrad_device(name: str, given: str) -> str:
   """'cpu' -> CPU, 'mps' -> METAL, 'cuda:1' -> CUDA:1 (tinygrad's name), checked to open here. `given`: the option
@@ -107,6 +110,44 @@ def set_rng_state(state: dict, device: str | tuple[str, ...]) -> None:
     if counter is None: break
     Tensor._next_counter(d, 0)  # creates the device's seed and counter
     Tensor._device_rng_counters[d].assign(Tensor(np.array(counter, np.uint32), device=d)).realize()
+
+# *** tensors read and written from the host ***
+
+def host_view(t) -> np.ndarray | None:
+  """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else
+  None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
+  if isinstance(t.device, tuple): return None  # on several devices (Tensor.shard)
+  buf = t.uop.buffer
+  if not hasattr(buf.allocator, "_as_buffer"): return None
+  return np.frombuffer(buf.as_memoryview(force_zero_copy=True), _to_np_dtype(t.dtype)).reshape(t.shape)
+
+def read(t) -> np.ndarray:
+  """A copy of a realized tensor's values: on CPU straight from its memory, without tinygrad's copy machinery."""
+  return t.numpy() if (view := host_view(t)) is None else view.copy()
+
+def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
+  """Write arr into the realized tensor t (same shape and dtype), through `view` = host_view(t) where there is one."""
+  if arr.shape != t.shape or arr.dtype != _to_np_dtype(t.dtype):
+    raise ValueError(f"expected {np.dtype(_to_np_dtype(t.dtype))} values of shape {t.shape}, got {arr.dtype} {arr.shape}")
+  if view is not None: view[:] = arr
+  else: t.assign(tensor_like(t, arr)).realize()
+
+# *** the tinygrad whose internals this package reads ***
+
+TINYGRAD = "0.14.0"  # setup.cfg's pin
+
+def tinygrad_version() -> str:
+  """The installed tinygrad's version, from its distribution's metadata: tinygrad itself has no __version__. 'unknown'
+  for one imported from a directory that was never installed (a checkout on PYTHONPATH)."""
+  try: return metadata.version("tinygrad")
+  except metadata.PackageNotFoundError: return "unknown"
+
+@functools.cache
+def tinygrad_is_pinned() -> bool:
+  if (v := tinygrad_version()) == TINYGRAD: return True
+  log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py and kernel_opts.py read: kernels run through "
+      f"TinyJit, on one core, as tinygrad's heuristics optimise them")
+  return False
 
 # *** tinygrad's process-wide state, changed for a block ***
 

@@ -30,10 +30,10 @@ from tinygrad import dtypes
 from tinystory import need, pretok
 from tinystory.config import EvalConfig
 from tinystory.data import iter_stories, source_list
-from tinystory.device import using_device, zeros
+from tinystory.device import read, using_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
-from tinystory.replay import ReplayJit, read
+from tinystory.replay import ReplayJit
 
 # *** the text as one stream of token ids ***
 

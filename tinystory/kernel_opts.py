@@ -20,8 +20,7 @@ import functools, hashlib, json, os
 from dataclasses import replace
 from pathlib import Path
 from tinystory import UserError
-from tinystory.device import patched
-from tinystory.replay import tinygrad_is_pinned
+from tinystory.device import patched, tinygrad_is_pinned
 
 # tinygrad's code generator is imported where it is used, not here: this module imports on any tinygrad, and only
 # the pinned one (hooks) has the internals it replaces

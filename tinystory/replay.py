@@ -15,37 +15,15 @@ but sampling fell from 2,171-4,464 to 367-421 tokens/s (medians of 3, two series
 of a few microseconds, none split over cores, and tinygrad's runtime spends ~40 us of Python around each one:
 calling them from here is what makes sampling fast.
 """
-import ctypes, functools, os, threading, time
-from importlib import metadata
+import ctypes, os, threading, time
 from typing import Callable
 import numpy as np
 from tinygrad import TinyJit
-from tinygrad.dtype import _to_np_dtype
 from tinygrad.helpers import ansistrip
 from tinygrad.uop.ops import Ops
-from tinystory.device import tensor_like
-from tinystory.log import log
+from tinystory.device import host_view, tinygrad_is_pinned, upload
 
 PARALLEL_MIN_S = 100e-6
-
-def host_view(t) -> np.ndarray | None:
-  """A writable numpy view of a realized tensor's memory when its device shares memory with the host (CPU), else
-  None. Taking the view synchronises the device; the host may touch the memory until the next kernel launch."""
-  if isinstance(t.device, tuple): return None  # on several devices (Tensor.shard)
-  buf = t.uop.buffer
-  if not hasattr(buf.allocator, "_as_buffer"): return None
-  return np.frombuffer(buf.as_memoryview(force_zero_copy=True), _to_np_dtype(t.dtype)).reshape(t.shape)
-
-def read(t) -> np.ndarray:
-  """A copy of a realized tensor's values: on CPU straight from its memory, without tinygrad's copy machinery."""
-  return t.numpy() if (view := host_view(t)) is None else view.copy()
-
-def upload(t, view: np.ndarray | None, arr: np.ndarray) -> None:
-  """Write arr into the realized tensor t (same shape and dtype), through `view` = host_view(t) where there is one."""
-  if arr.shape != t.shape or arr.dtype != _to_np_dtype(t.dtype):
-    raise ValueError(f"expected {np.dtype(_to_np_dtype(t.dtype))} values of shape {t.shape}, got {arr.dtype} {arr.shape}")
-  if view is not None: view[:] = arr
-  else: t.assign(tensor_like(t, arr)).realize()
 
 class Helpers:
   """Threads that each run one kernel part when told to: go[i] starts helper i on job[i], done[i] says it finished.
@@ -134,21 +112,6 @@ class Replay:
       for args in parts: fxn(*args)
       parallel.append(self.helpers is not None and len(jobs) > 1 and time.perf_counter() - t >= PARALLEL_MIN_S)
     self.parallel = parallel
-
-TINYGRAD = "0.14.0"  # setup.cfg's pin
-
-def tinygrad_version() -> str:
-  """The installed tinygrad's version, from its distribution's metadata: tinygrad itself has no __version__. 'unknown'
-  for one imported from a directory that was never installed (a checkout on PYTHONPATH)."""
-  try: return metadata.version("tinygrad")
-  except metadata.PackageNotFoundError: return "unknown"
-
-@functools.cache
-def tinygrad_is_pinned() -> bool:
-  if (v := tinygrad_version()) == TINYGRAD: return True
-  log(f"note: tinygrad {v} is not {TINYGRAD}, whose internals replay.py and kernel_opts.py read: kernels run through "
-      f"TinyJit, on one core, as tinygrad's heuristics optimise them")
-  return False
 
 def kernel_replay(jit, inputs: tuple) -> Replay | None:
   """The captured TinyJit `jit`, run on `inputs` (the tensors it was captured with), as a Replay. The buffers are the

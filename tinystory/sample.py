@@ -24,11 +24,11 @@ import numpy as np
 from tinygrad import UOp
 from tinystory import UserError
 from tinystory.config import SampleConfig
-from tinystory.device import using_device, zeros
+from tinystory.device import read, using_device, zeros
 from tinystory.loader import load_for_inference
 from tinystory.log import log
 from tinystory.model import KVCache
-from tinystory.replay import ReplayJit, read
+from tinystory.replay import ReplayJit
 
 # *** the sampler: numpy on the host ***
 

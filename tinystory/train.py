@@ -14,14 +14,14 @@ from tinygrad import Context, Tensor, dtypes
 from tinystory import __version__, UserError, data, kernel_opts, pretok, write_atomic
 from tinystory.checkpoint import CKPT, model_weights
 from tinystory.config import ModelArgs, TrainConfig
-from tinystory.device import choose_for, devices_of, patched, rng_state, set_rng_state, using_device, zeros
+from tinystory.device import choose_for, devices_of, patched, rng_state, set_rng_state, tinygrad_version, using_device, zeros
 from tinystory.loader import load_model_file, load_tokenizer
 from tinystory.log import fmt_duration, log
 from tinystory.model import Transformer, uses_pinv
 from tinystory.optim import AdamW, get_lr, weight_decays
 from tinystory.pinv import check_full_rank
 from tinystory.recipe import describe as describe_recipe
-from tinystory.replay import ReplayJit, tinygrad_version
+from tinystory.replay import ReplayJit
 from tinystory.resume import (Resume, check_diverged, divergence_advice, load_resume, model_file_options, read_run_config,
                               resumed_config, resumed_data)
 from tinystory.rundir import RunLog, RunRecord, check_scratch, clear_run, training_run

@@ -18,9 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout
 from tinystory import kernel_opts, write_atomic
 from tinystory.config import SEED_MODEL
 from tinystory.bench import device_name, kernel_times, train_driver
-from tinystory.device import patched
+from tinystory.device import TINYGRAD, patched
 from tinystory.log import log, log_to_console
-from tinystory.replay import TINYGRAD
 
 def step_kernels(cfg: dict, batch_size: int) -> tuple[dict, dict]:
   """The seed step's kernels as compiled with tinygrad's heuristics: name -> (ast, renderer, opts), and name -> ms
