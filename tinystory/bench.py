@@ -93,13 +93,14 @@ def measure_train(cfg: dict, batch_size: int, steps: int, kernels: int = 0, grad
 
 FAMILIES = ("matmul", "reduction", "elementwise", "copy", "dropout RNG")
 
-def kernel_family(program) -> str:
+def kernel_family(program, estimates=None) -> str:
   """What a compiled kernel (a PROGRAM uop) does: 'dropout RNG' (it hashes: threefry's XORs of uint32s), 'matmul' (a
   reduction doing 2 FLOP or more per byte it moves), 'reduction' (the other sums and maxes: norms, softmax, loss,
-  the clip's norm), 'elementwise' (arithmetic per element), 'copy' (data moved, no arithmetic: layouts, transposes)."""
+  the clip's norm), 'elementwise' (arithmetic per element), 'copy' (data moved, no arithmetic: layouts, transposes).
+  `estimates`: the program's executed_estimates, index arithmetic left out, where the caller has them already."""
   uops = next(s for s in program.src if s.op is Ops.LINEAR).src
   if any(u.op is Ops.XOR and dtypes.is_unsigned(u.dtype) for u in uops): return "dropout RNG"
-  e, _ = executed_estimates(program, ignore_indexing=True)
+  e = estimates or executed_estimates(program, ignore_indexing=True)[0]
   if ansistrip(program.arg.name).startswith("r_"): return "matmul" if e.ops >= 2 * e.mem else "reduction"  # tinygrad's r_: a reduce
   return "elementwise" if e.ops else "copy"
 
@@ -145,7 +146,7 @@ def step_roofline(steps, batch, cfg: dict, batch_size: int) -> dict:
   for jit, profile in zip(steps.compiled(), (micro, update)):
     for (_, _, s), program in zip(profile, jit.replay.programs(), strict=True):
       e, _ = executed_estimates(program, ignore_indexing=True)
-      f = families.setdefault(kernel_family(program), {"kernels": 0, "ms": 0.0, "flops": 0, "bytes": 0})
+      f = families.setdefault(kernel_family(program, e), {"kernels": 0, "ms": 0.0, "flops": 0, "bytes": 0})
       f["kernels"], f["ms"], f["flops"], f["bytes"] = f["kernels"] + 1, f["ms"] + s * 1e3, f["flops"] + e.ops, f["bytes"] + e.mem
     runs.append(sum(s for _, _, s in profile))
   model_flops = flops_per_token(steps.model) * batch_size * cfg["max_seq_len"]
