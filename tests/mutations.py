@@ -25,12 +25,11 @@ MUTATIONS = {
     ["tests/test_sample.py"]),
   "gradient accumulation: adds g, not g / n": (
     "tinystory/train.py", "a.assign(a + g / n)", "a.assign(a + g)", ["tests/test_train_step.py"]),
-  "linear: weight gradients doubled (weight not detached in the input-gradient term)": (
-    "tinystory/model.py", "y = x @ weight.detach().T + weight_grad_path(x, weight, chunk)", "y = x @ weight.T + weight_grad_path(x, weight, chunk)",
-    ["tests/test_train_step.py"]),
+  "linear: input gradients doubled (x not detached in the value term)": (
+    "tinystory/model.py", "y = x.detach() @ packed(weight) + ", "y = x @ packed(weight) + ", ["tests/test_train_step.py"]),
   "weight_grad_path: positions paired wrongly (a transpose before the reshape)": (
-    "tinystory/model.py", "xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()",
-    "xT = x.detach().transpose(0, 1).reshape(-1, x.shape[-1]).T.contiguous()", ["tests/test_train_step.py"]),
+    "tinystory/model.py", "x2, (out, inp) = x.detach().reshape(-1, x.shape[-1]), weight.shape",
+    "x2, (out, inp) = x.detach().transpose(0, 1).reshape(-1, x.shape[-1]), weight.shape", ["tests/test_train_step.py"]),
   "weight decay on every parameter (norm gains and biases too)": (
     "tinystory/optim.py", "weight_decay if p.ndim >= 2 else 0.0", "weight_decay", ["tests/test_train_step.py"]),
   "AdamW: no bias correction of the first moment": (
@@ -63,14 +62,14 @@ MUTATIONS = {
   "kernel table: keys that include the device (the CPU's table misses on the NULL device and elsewhere)": (
     "tinystory/kernel_opts.py", "return (ast.substitute(params) if params else ast).key.hex()", "return ast.key.hex()",
     ["tests/test_kernel_opts.py::test_every_entry_matches_a_kernel_of_the_seed_step"]),
-  "weight gradients in chunks (GPUs): positions paired wrongly (chunk-major taken as position-major)": (
-    "tinystory/model.py", "xT.reshape(inp, S, N // S).permute(1, 2, 0)", "xT.reshape(inp, N // S, S).permute(2, 1, 0)",
+  "weight gradients in chunks: positions paired wrongly (chunk-major taken as position-major)": (
+    "tinystory/model.py", "x2.reshape(S, N // S, inp)", "x2.reshape(N // S, S, inp).transpose(0, 1)",
     ["tests/test_train_step.py::test_train_step_gradients_match_float64_finite_differences"]),
   "chunked gradients on several devices: chunks that straddle two shards of the batch (tinygrad refuses the reshape)": (
     "tinystory/model.py", " and parts % len(devices_of(device)) == 0 else 0", " else 0",
     ["tests/test_devices.py::test_chunked_gradients_never_straddle_two_shards_of_a_batch"]),
-  "GPUs: weight gradients summed over all positions at once (a few hundred GPU threads, each a long loop)": (
-    "tinystory/device.py", "grad_chunk=0 if backend in CPU_BACKENDS else GPU_WEIGHT_GRAD_CHUNK", "grad_chunk=0",
+  "weight gradients summed over all positions at once (a few hundred GPU threads, each a long loop)": (
+    "tinystory/device.py", "Choices(grad_chunk=WEIGHT_GRAD_CHUNK)", "Choices(grad_chunk=0)",
     ["tests/test_bench.py::test_schedule_of_the_seed_step_for_a_gpu_renderer_needs_no_gpu_and_recomputes_little"]),
   "gradient clipping: the norm's sums in one kernel (16 GPU threads sum every gradient)": (
     "tinystory/optim.py", "(g.float() * g.float()).sum().contiguous() for g in grads", "(g.float() * g.float()).sum() for g in grads",

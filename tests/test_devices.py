@@ -15,19 +15,19 @@ SAME = ["--max_iters=5", "--eval_interval=5", "--dropout=0", "--gradient_accumul
         "--learning_rate=1e-2", "--always_save_checkpoint=True"]
 
 @pytest.mark.slow
-@pytest.mark.parametrize("gpu_choices", [False, True])
-def test_two_devices_train_as_one(tmp_path, monkeypatch, gpu_choices):
+@pytest.mark.parametrize("grad_chunk", [0, 16])
+def test_two_devices_train_as_one(tmp_path, monkeypatch, grad_chunk):
   """5 iterations of 2 accumulated micro-batches, pinv unembedding: losses, evals, weights and AdamW moments agree with
-  one device's to float rounding (the all-reduce adds the two halves' gradients in another order). With the GPUs'
-  choices (device.choose_for) made for the CPU too: weight and embedding gradients summed in chunks of 16 positions
-  (of each device's 32, a micro-batch's 64)."""
-  if gpu_choices: monkeypatch.setattr(device, "CPU_BACKENDS", ()), monkeypatch.setattr(device, "GPU_WEIGHT_GRAD_CHUNK", 16)
+  one device's to float rounding (the all-reduce adds the two halves' gradients in another order). Weight and embedding
+  gradients summed over all positions at once, and in chunks of 16 positions (of each device's 32, a micro-batch's
+  64; device.choose_for's 256 are more than these batches hold)."""
+  monkeypatch.setattr(device, "WEIGHT_GRAD_CHUNK", grad_chunk)
   res, one = run_train(tmp_path, *SAME, name="one")
   assert res.exit_code == 0, res.output
   res, two = run_train(tmp_path, *SAME, TWO, name="two")
   assert res.exit_code == 0, res.output
   assert "data parallel over 2 devices (CPU, CPU:1): each micro-batch of 4 is split into 2 shards of 2" in res.output
-  assert device.choose_for("CPU").grad_chunk == (16 if gpu_choices else 0)  # the choice both runs trained with
+  assert device.choose_for("CPU").grad_chunk == grad_chunk  # the choice both runs trained with
   (i1, l1), (i2, l2) = (zip(*exact_losses(r)) for r in (one, two))
   assert i1 == i2 == (0, 1, 2, 3, 4, 5) and np.allclose(l1, l2, rtol=1e-5, atol=0) and l1[-1] < l1[0] - 1
   (m1, w1, o1), (m2, w2, o2) = load_checkpoint(one), load_checkpoint(two)
@@ -104,6 +104,22 @@ def test_nvidia_gpus_get_tf32_matmuls_as_the_seeds_pytorch_allows(monkeypatch):
   monkeypatch.setenv("ALLOW_TF32", "0")  # the user's own choice stands
   assert "ALLOW_TF32" not in settings_for("CUDA")
   assert settings_for(("CUDA:0", "CUDA:1"))["DEV"] == "CUDA"  # tinygrad's DEV names the backend
+
+def test_the_cpu_gets_512_bit_vectors_where_it_has_avx512(tmp_path):
+  """DEV for the CPU (device.cpu_target): tinygrad's Clang renderer with clang's -mprefer-vector-width=512 on an
+  x86-64 CPU whose flags list avx512f, and tinygrad's own choice elsewhere; a compile under it runs on this machine."""
+  import os
+  from tinygrad import Tensor
+  from tinystory.device import cpu_target, settings_for, using_device
+  with_avx512, without = tmp_path / "avx512", tmp_path / "avx2"
+  with_avx512.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw\n\n")
+  without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\n\n")
+  x86 = os.uname().machine == "x86_64"
+  assert cpu_target(str(with_avx512)) == ("CPU:CLANG:x86_64,native,prefer-vector-width=512" if x86 else "CPU")
+  assert cpu_target(str(without)) == cpu_target(str(tmp_path / "missing")) == "CPU"
+  assert settings_for("CPU")["DEV"] == cpu_target() and settings_for("NULL")["DEV"] == "NULL"
+  with using_device("cpu"):
+    assert (Tensor.arange(64).float() * 2).sum().item() == 4032
 
 def test_a_commands_device_is_tinygrads_default_for_its_block_only(monkeypatch):
   """using_device makes the command's device tinygrad's default, with its settings, and puts them back after the

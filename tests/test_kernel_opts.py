@@ -126,14 +126,18 @@ SEARCH_INPUT = """
 import json
 from tinystory.config import SEED_MODEL
 from tools.search_kernel_opts import step_kernels
+from tinystory import kernel_opts
 cfg = {**SEED_MODEL, "dim": 16, "n_layers": 1, "n_heads": 2, "n_kv_heads": 2, "vocab_size": 40, "max_seq_len": 16}
-seen, ms = step_kernels(cfg, 2)
-print(json.dumps({"seen": {n: len(ast_ren_opts) for n, ast_ren_opts in seen.items()}, "ms": ms}))
+step = step_kernels(cfg, 2)
+print(json.dumps({"keys": [k == kernel_opts.kernel_key(ast) for k, (ast, *_) in step.items()],
+                  "names": [name for *_, name, ms in step.values()], "ms": [ms for *_, ms in step.values()]}))
 """
 
 @pytest.mark.slow
 def test_the_search_gets_every_timed_kernel_with_its_ast():
-  """What the search (tools/search_kernel_opts.py) starts from (a tiny config here): each kernel timed in a replayed forward + backward, with the
-  AST and opts tinygrad's heuristics compiled it from, so BEAM can search it."""
+  """What the search (tools/search_kernel_opts.py) starts from (a tiny config here): each kernel timed in a replayed
+  forward + backward, by its AST's key, with the AST and opts tinygrad's heuristics compiled it from, so that BEAM can
+  search it; kernels of one name but different ASTs apart."""
   out = run(SEARCH_INPUT)
-  assert len(out["ms"]) > 20 and set(out["ms"]) <= set(out["seen"]) and all(v > 0 for v in out["ms"].values())
+  assert len(out["ms"]) > 20 and all(out["keys"]) and all(v > 0 for v in out["ms"])
+  assert len(set(out["names"])) < len(out["names"])  # some names are shared by kernels of different ASTs

@@ -57,8 +57,8 @@ def assert_gradient_matches_reference(g: np.ndarray, sd, args, tokens, targets, 
 # (unembedding, vocab_size, pad_to, n_kv_heads, ffn_bias, compile, n_layers, weight_grad_chunk): pinv in both
 # orientations (vocab >= dim: E^T E; vocab < dim: E E^T), padded (vocab and hidden rounded up to 16) and unpadded,
 # grouped-query attention, with and without the FFN bias, the compiled step (TinyJit, its capture, then the kernels
-# replayed on every core) and eager; weight gradients summed over all B * T = 12 positions at once (the CPU's choice)
-# and in chunks of 4 or 3 positions (the GPUs' choice, device.choose_for)
+# replayed on every core) and eager; weight gradients summed over all B * T = 12 positions at once and in chunks of 4
+# or 3 positions (device.choose_for's chunks, of 256 positions in the seed's batches)
 STEP_VARIANTS = [("pinv", 11, 16, 1, True, True, 2, 0), ("pinv", 5, 1, 2, False, False, 1, 0), ("tied", 11, 16, 2, True, False, 1, 0),
                  ("untied", 11, 1, 1, True, True, 1, 0), ("pinv_scaled", 11, 16, 1, True, False, 1, 0),
                  ("pinv", 11, 16, 1, True, True, 2, 4), ("untied", 11, 1, 2, False, False, 1, 3)]

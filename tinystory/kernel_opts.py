@@ -15,6 +15,13 @@ by rounding, as BEAM's do.
 The AST keys belong to tinygrad 0.14.0 (the pin) and to the model code as it is: tests/test_kernel_opts.py checks that
 every entry still matches a kernel of the seed step, so a change that makes the table stale fails there; rerun the
 search then. TINYSTORY_KERNEL_OPTS=0 turns the table off; TINYSTORY_KERNEL_OPTS=FILE uses a table searched elsewhere.
+
+With the table, one change to how tinygrad writes CPU kernels (`wide_memory_coalescing`): its code generator unrolls
+an UPCAST into scalar arithmetic and leaves the vector registers to clang, which vectorizes as wide as the loads and
+stores it is given, and tinygrad folds those to at most 4 floats on the CPU. So a 16-wide tile of a matmul became
+four 4-wide (SSE) FMAs and spills (about 60 GFLOP/s for both cores); with loads and stores of up to 16 floats, clang
+writes it as AVX-512 FMAs on whole registers (about 120; device.settings_for lets clang use 512-bit registers where
+the CPU has them). The arithmetic is the same scalar code in the same order: only the vector width differs.
 """
 import functools, hashlib, json, os
 from dataclasses import replace
@@ -117,20 +124,39 @@ def tinygrad_compile_kernel():
   import tinygrad.engine.realize as realize
   return realize._compile_kernel
 
+# tinygrad 0.14.0's memory_coalescing folds float loads and stores to vectors of these lengths where the renderer
+# supports float4 (codegen/late/coalesce.py): its source holds the list once, and wide_memory_coalescing widens it
+FLOAT4_LENGTHS, WIDE_LENGTHS = "else [4,2]", "else [16,8,4,2]"
+
+@functools.cache
+def wide_memory_coalescing():
+  """tinygrad's memory_coalescing, compiled from its own source with the float lengths 16 and 8 allowed besides 4 and
+  2 (the module docstring says why). A vector of 16 floats is 64 bytes, aligned as tinygrad aligns its vectors (to
+  their size): the lengths must still divide the offset, and tinygrad's buffers start on 256-byte boundaries."""
+  import inspect, tinygrad.codegen.late.coalesce as coalesce
+  src = inspect.getsource(coalesce.memory_coalescing)
+  assert src.count(FLOAT4_LENGTHS) == 1, "tinygrad's memory_coalescing is not 0.14.0's"
+  namespace = dict(vars(coalesce))
+  exec(compile(src.replace(FLOAT4_LENGTHS, WIDE_LENGTHS), coalesce.__file__, "exec"), namespace)
+  return namespace["memory_coalescing"]
+
+def codegen_hooks(opts: dict[str, list]) -> tuple:
+  """The changes to tinygrad's code generator, as device.patched's attrs: apply_opts with the table `opts`, and the
+  wide memory coalescing."""
+  import tinygrad.codegen as codegen
+  return ((codegen, "apply_opts", functools.partial(apply_opts, opts)), (codegen, "memory_coalescing", wide_memory_coalescing()))
+
 def compile_kernel(path: str, task):
   """tinygrad's _compile_kernel with the table at `path` applied: tinygrad compiles in spawned worker processes, which
-  get this function (pickled by name, with the path) and so apply the table too, for each task."""
-  import tinygrad.codegen as codegen
-  with patched(attrs=((codegen, "apply_opts", functools.partial(apply_opts, load_table(Path(path))[0])),)):
-    return tinygrad_compile_kernel()(task)
+  get this function (pickled by name, with the path) and so generate code as the parent does, for each task."""
+  with patched(attrs=codegen_hooks(load_table(Path(path))[0])): return tinygrad_compile_kernel()(task)
 
 def hooks() -> tuple:
-  """What applying the table changes in tinygrad, as device.patched's attrs: its code generator's apply_opts, and the
+  """What applying the table changes in tinygrad, as device.patched's attrs: its code generator (codegen_hooks), and the
   function its compile workers run. Empty (nothing to change) where TINYSTORY_KERNEL_OPTS=0 or tinygrad is not the pinned
   version (whose internals these replace)."""
   if not (opts := table()) or not tinygrad_is_pinned(): return ()
-  import tinygrad.codegen as codegen, tinygrad.engine.realize as realize
+  import tinygrad.engine.realize as realize
   tinygrad_apply_opts(), tinygrad_compile_kernel()  # tinygrad's own, kept before they are replaced
   # realize's _compile_kernel is looked up by lower_and_compile at each call, and pickled by name to the workers
-  return ((codegen, "apply_opts", functools.partial(apply_opts, opts)),
-          (realize, "_compile_kernel", functools.partial(compile_kernel, str(table_path()))))
+  return (*codegen_hooks(opts), (realize, "_compile_kernel", functools.partial(compile_kernel, str(table_path()))))

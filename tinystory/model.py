@@ -120,8 +120,9 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None, chunk: int = 0) -> Tensor:
   # weight is (out, in) like torch; contiguous_backward materialises the incoming gradient once for both its matmuls
-  # training: x's gradient comes from the first term, weight's from the second (see weight_grad_path)
-  if TRAINING: y = x @ weight.detach().T + weight_grad_path(x, weight, chunk)
+  # training: the value from the weight transposed, x's gradient from the second term, weight's from the third (see
+  # packed and weight_grad_path)
+  if TRAINING: y = x.detach() @ packed(weight) + (x - x.detach()) @ weight.detach().T + weight_grad_path(x, weight, chunk)
   elif math.prod(x.shape[:-1]) == 1: y = matvec(x, weight)  # one row: a decoding step
   else: y = x @ weight.T
   return (y if bias is None else y + bias).contiguous_backward()
@@ -154,17 +155,22 @@ def per_part(t: Tensor, S: int) -> Tensor:
   positions, its gradient is their S partial sums (then summed by the repeat's own backward)."""
   return t.unsqueeze(0).expand(S, *t.shape).contiguous_backward()
 
+def packed(weight: Tensor) -> Tensor:
+  """weight.T, (in, out), copied (a small kernel), without a gradient: x @ weight.T then reads each output's row of
+  the weights in order, so the matmul's tile of outputs is a vector register of 16 (kernel_opts), where with both x and
+  weight read along `in` it is a sum of products per output. weight's gradient is formed from x and g as they are
+  (weight_grad_path), and x's from weight itself, whose rows (out, in) are in order along x's features."""
+  return weight.detach().T.contiguous()
+
 def weight_grad_path(x: Tensor, weight: Tensor, chunk: int = 0) -> Tensor:
-  """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in], in the
-  same order, but from copies of g and x transposed to (features, positions), so that the long reduction over n reads
-  memory in order (2-3x faster). Only under TRAINING: without a backward the copy of x would be made for nothing.
-  With a chunk, the sum over positions is split: partial sums per chunk of positions (stored), then their sum."""
-  xT = x.detach().reshape(-1, x.shape[-1]).T.contiguous()
-  (out, inp), N = weight.shape, xT.shape[1]
-  if S := grad_parts(N, x.device, chunk):  # the zero weight repeated per chunk: its gradient is the partial sums
-    zero = (xT.reshape(inp, S, N // S).permute(1, 2, 0) @ per_part((weight - weight.detach()).T, S)).reshape(N, out)
-  else: zero = xT.T @ (weight - weight.detach()).T
-  return zero.T.contiguous_backward().T.reshape(*x.shape[:-1], out)
+  """Zero in value; its gradient w.r.t. weight is x @ weight.T's: sum over positions n of g[n, out] x[n, in]. With a
+  chunk, the sum over positions is split: partial sums per chunk of positions (stored), then their sum: a chunk of x
+  and g stays in the cache while all its outputs are summed (on the CPU), and a GPU gets N / chunk times the threads."""
+  x2, (out, inp) = x.detach().reshape(-1, x.shape[-1]), weight.shape
+  if S := grad_parts(N := x2.shape[0], x.device, chunk):  # the zero weight repeated per chunk: its gradient is the partial sums
+    zero = (x2.reshape(S, N // S, inp) @ per_part((weight - weight.detach()).T, S)).reshape(N, out)
+  else: zero = x2 @ (weight - weight.detach()).T
+  return zero.contiguous_backward().reshape(*x.shape[:-1], out)
 
 def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
   """Rotate channel pairs (2j, 2j+1) of x (B, T, heads, head_dim) by the angles of positions T (cos/sin: (T, head_dim/2))."""
