@@ -21,6 +21,7 @@ SEED_STEP = """
 import json, numpy as np
 from tinystory import bench, kernel_opts
 from tinystory.config import SEED_MODEL, ModelArgs, TrainConfig
+from tinystory.device import choose_for
 from tinystory.model import Transformer
 from tinystory.train import TrainSteps
 applied, scheduler = set(), kernel_opts.scheduler
@@ -30,7 +31,7 @@ def recording(ast, ren, opts):  # apply_opts schedules each of the table's kerne
   return k
 kernel_opts.scheduler = recording
 with bench.render_only():
-  model = Transformer(ModelArgs(**SEED_MODEL), seed=1337)
+  model = Transformer(ModelArgs(**SEED_MODEL), seed=1337, grad_chunk=choose_for("CPU").grad_chunk)  # as train makes it
   steps = TrainSteps(model, TrainConfig(batch_size=64, max_seq_len=SEED_MODEL["max_seq_len"], compile=False))
   x = np.zeros((64, SEED_MODEL["max_seq_len"]), np.int64)
   steps.micro_step(x, x)
