@@ -86,6 +86,8 @@ def _search(cfg: dict, batch_size: int, top: int, beam: int, out: Path, also: li
         try: times[source] = time_kernel(kernel_opts.scheduler(ast, ren, opts))
         except KernelOptError: pass  # a table's opts that do not fit this kernel
       for source, opts in tried.items(): timed(source, opts)
+      if "heuristics" not in times:  # its opts without THREAD do not compile alone: nothing to compare with, no search
+        log(f"{step_ms:7.1f} ms/step  {name:36s} skipped: the heuristics' opts do not time on one core"); continue
       plain, tile_times = kernel_opts.scheduler(ast, ren, []), {}
       def time_tiles(tiles):
         for opts in tiles:
@@ -99,8 +101,6 @@ def _search(cfg: dict, batch_size: int, top: int, beam: int, out: Path, also: li
         found = tg_search.beam_search(kernel_opts.scheduler(ast, ren, start), *args(ast, ren), beam, disable_cache=True)
         tried["beam"] = [(o.op.name, o.axis, o.arg) for o in found.applied_opts]
         timed("beam", tried["beam"])
-      if "heuristics" not in times:  # its opts without THREAD do not compile alone: nothing to compare with
-        log(f"{step_ms:7.1f} ms/step  {name:36s} skipped: the heuristics' opts do not time on one core"); continue
       best = min(times, key=times.get)
       kept = times[best] < 0.95 * times["heuristics"]
       log(f"{step_ms:7.1f} ms/step  {name:36s} one core: " + ", ".join(f"{s} {v * 1e3:.2f} ms" for s, v in times.items()) +
