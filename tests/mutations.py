@@ -30,6 +30,12 @@ MUTATIONS = {
   "weight_grad_path: positions paired wrongly (a transpose before the reshape)": (
     "tinystory/model.py", "x2, (out, inp) = x.detach().reshape(-1, x.shape[-1]), weight.shape",
     "x2, (out, inp) = x.detach().transpose(0, 1).reshape(-1, x.shape[-1]), weight.shape", ["tests/test_train_step.py"]),
+  "causal halves: the first half of the queries attends to the second half of the keys": (
+    "tinystory/model.py", "own(k[..., :h, :]), own(v[..., :h, :])", "own(k[..., h:, :]), own(v[..., h:, :])",
+    ["tests/test_model.py::test_causal_halves_are_the_whole_attention"]),
+  "attention: no gradient through the softmax's row sums": (
+    "tinystory/model.py", "* e.sum(-1, keepdim=True).reciprocal()", "* e.sum(-1, keepdim=True).reciprocal().detach()",
+    ["tests/test_model.py::test_gradients_match_finite_differences"]),
   "weight decay on every parameter (norm gains and biases too)": (
     "tinystory/optim.py", "weight_decay if p.ndim >= 2 else 0.0", "weight_decay", ["tests/test_train_step.py"]),
   "AdamW: no bias correction of the first moment": (

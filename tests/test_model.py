@@ -7,7 +7,7 @@ from tinygrad import Tensor, Context, UOp
 from tinygrad.nn.optim import AdamW
 from tinystory import UserError
 from tinystory.config import ModelArgs
-from tinystory.model import KVCache, Transformer, matvec
+from tinystory.model import KVCache, Transformer, attend, attend_causal, causal_mask, matvec
 
 SEED_ARGS = dict(dim=128, n_layers=4, n_heads=16, n_kv_heads=16, vocab_size=361, multiple_of=1, max_seq_len=128,
                  dropout=0.15)
@@ -98,6 +98,23 @@ def test_attention_is_causal():
   a, b = m(Tensor(tokens)).numpy(), m(Tensor(changed)).numpy()
   np.testing.assert_array_equal(a[:, :6], b[:, :6])
   assert not np.allclose(a[:, 6:], b[:, 6:])
+
+@pytest.mark.parametrize("T", [1, 6, 7])
+def test_causal_halves_are_the_whole_attention(T):
+  """attend_causal (the first half of the queries against the first half of the keys, the rest against all) against
+  softmax attention in float64 numpy, and its gradients against attend's over all the keys (7: odd, not split)."""
+  rng = np.random.default_rng(T)
+  q, k, v, g = (rng.standard_normal((2, 3, T, 4)) for _ in range(4))
+  def run(f):
+    ts = [Tensor(t) for t in (q, k, v)]
+    out = f(*ts, causal_mask(T), 0.0)
+    grads = (out * Tensor(g)).sum().gradient(*ts)  # before out is realized (which drops the graph)
+    return [out.numpy()] + [t.numpy() for t in grads]
+  s = np.where(np.triu(np.ones((T, T), bool), 1), -np.inf, q @ k.swapaxes(-1, -2) / 2)
+  p = np.exp(s - s.max(-1, keepdims=True))
+  got, whole = run(attend_causal), run(attend)
+  np.testing.assert_allclose(got[0], p / p.sum(-1, keepdims=True) @ v, rtol=1e-12, atol=1e-14)
+  for a, b in zip(got, whole, strict=True): np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
 
 def test_dropout_only_under_training():
   m = Transformer(ModelArgs(**SMALL_ARGS), seed=0)

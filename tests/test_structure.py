@@ -225,7 +225,7 @@ def test_tinygrads_settings_are_put_back_after_training_and_after_a_patched_bloc
   and in what its compile workers run) is as it was after close() and after a `with` block; device.patched puts back
   what it changed, also on an error."""
   import numpy as np
-  import tinygrad.codegen as codegen, tinygrad.engine.realize as realize
+  import tinygrad.codegen as codegen, tinygrad.engine.realize as realize, tinygrad.engine.worker as worker
   from tinygrad.helpers import LRU, PARALLEL
   from tinystory import kernel_opts
   from tinystory.device import patched
@@ -234,18 +234,23 @@ def test_tinygrads_settings_are_put_back_after_training_and_after_a_patched_bloc
   from tinystory.train import TrainSteps
   monkeypatch.setenv("TINYSTORY_KERNEL_OPTS", "1")
   monkeypatch.setattr(LRU, "value", 1)  # as in a fresh process (another test's TrainSteps may still be open)
-  def state(): return LRU.value, PARALLEL.value, codegen.apply_opts, realize._compile_kernel
+  monkeypatch.delenv("BEAM_MAX_TASKS_PER_CHILD", raising=False)
+  def state(): return LRU.value, PARALLEL.value, codegen.apply_opts, realize._compile_kernel, worker.getenv
   before = state()
   model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=8), seed=0)
   cfg = TrainConfig(batch_size=2, max_seq_len=8, compile=False)
   steps = TrainSteps(model, cfg)
   assert LRU.value == 0 and codegen.apply_opts.func is kernel_opts.apply_opts and realize._compile_kernel.func is kernel_opts.compile_kernel
+  assert worker.getenv("BEAM_MAX_TASKS_PER_CHILD", 16) == 1024 and worker.getenv("PARALLEL", 3) == 3  # (tinygrad's 16)
+  monkeypatch.setenv("BEAM_MAX_TASKS_PER_CHILD", "5")
+  assert worker.getenv("BEAM_MAX_TASKS_PER_CHILD", 16) == 5  # the user's
   steps.micro_step(*np.zeros((2, 2, 8), np.int64))
   steps.close()
   assert state() == before
   with TrainSteps(model, cfg) as steps: assert LRU.value == 0 and codegen.apply_opts.func is kernel_opts.apply_opts
   assert state() == before
-  with pytest.raises(KeyboardInterrupt), patched({"LRU": 0, "PARALLEL": 0}, ((codegen, "apply_opts", None), (realize, "_compile_kernel", None))):
-    assert state() == (0, 0, None, None)
+  with pytest.raises(KeyboardInterrupt), patched({"LRU": 0, "PARALLEL": 0}, ((codegen, "apply_opts", None), (realize, "_compile_kernel", None),
+                                                                            (worker, "getenv", None))):
+    assert state() == (0, 0, None, None, None)
     raise KeyboardInterrupt
   assert state() == before

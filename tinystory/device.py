@@ -5,9 +5,10 @@ private counters hold (tests/test_structure.py keeps tinygrad's private names he
 and every change the package makes to tinygrad's process-wide state (tests/test_structure.py keeps them here):
 
 each for a block only, through `patched` (put back after it, also on an error): while a command runs on its device
-(`using_device`), DEV and, on NVIDIA GPUs, ALLOW_TF32 (settings_for); while a train.TrainSteps is used, LRU=0 and the
-kernel table's hooks in tinygrad's code generator (kernel_opts.hooks); bench's source-only compilers and kernel
-counter on the NULL device; the search tool's recorder.
+(`using_device`), DEV and, on NVIDIA GPUs, ALLOW_TF32 (settings_for); while a train.TrainSteps is used, LRU=0, the
+kernel table's hooks in tinygrad's code generator (kernel_opts.hooks) and longer-lived compile workers
+(compile_workers_kept); bench's source-only compilers and kernel counter on the NULL device; the search tool's
+recorder.
 """
 import contextlib, functools, os
 from importlib import metadata
@@ -161,6 +162,19 @@ def tinygrad_is_pinned() -> bool:
   return False
 
 # *** tinygrad's process-wide state, changed for a block ***
+
+# tinygrad replaces each compile worker after 16 kernels (BEAM_MAX_TASKS_PER_CHILD, sized for BEAM's many candidates),
+# and each new worker warms its caches again: 1.5-2 s of the seed config's first step, 859 kernels on two workers
+COMPILE_WORKER_TASKS = 1024
+
+def compile_workers_kept() -> tuple:
+  """patched's attrs: tinygrad's compile workers, where their pool starts in the block, each kept for
+  COMPILE_WORKER_TASKS kernels (the environment's BEAM_MAX_TASKS_PER_CHILD, where set, as before)."""
+  import tinygrad.engine.worker as worker
+  from tinygrad.helpers import getenv
+  def worker_getenv(key: str, default=0):
+    return int(os.environ.get(key, COMPILE_WORKER_TASKS)) if key == "BEAM_MAX_TASKS_PER_CHILD" else getenv(key, default)
+  return ((worker, "getenv", worker_getenv),)
 
 @contextlib.contextmanager
 def patched(settings: dict[str, object] | None = None, attrs: tuple[tuple[object, str, object], ...] = ()) -> Iterator[None]:

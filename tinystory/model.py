@@ -185,9 +185,22 @@ def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float)
   if mask is not None: scores = scores + mask
   # Tensor.softmax's ops, but with exp computed once: tinygrad's softmax recomputes exp (a ~50-op polynomial) over the
   # (B, H, T, T) scores in its sum, its output and twice in the backward; the same floats, bit for bit
-  e = exp_saved(scores - scores.max(-1, keepdim=True).detach())
-  # contiguous: without it the softmax is recomputed inside the (T x T) @ v matmul (1.7x slower when dropout is off)
-  return (e * e.sum(-1, keepdim=True).reciprocal()).contiguous().dropout(dropout) @ v
+  # contiguous_backward: the scores' gradient stored once, for the two matmuls (q's and k's gradients) that read it
+  e = exp_saved((scores - scores.max(-1, keepdim=True).detach()).contiguous_backward())
+  # normalised after the (T x T) @ v matmul, not before: each row's 1 / sum scales its head_dim outputs instead of its T
+  # probabilities, so the probabilities are never stored, and their gradient is one pass over the scores, not three
+  return (e.dropout(dropout).contiguous_backward() @ v) * e.sum(-1, keepdim=True).reciprocal()
+
+def attend_causal(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, dropout: float) -> Tensor:
+  """attend with a causal mask of (T, T): the first half of the queries sees only the first half of the keys, so its
+  scores are computed on those alone, the second half's on all of them: 3/4 of the (T x T) scores and their passes.
+  The keys left out are those the mask sets to -inf, whose exp is exactly 0: the same softmax."""
+  T = q.shape[-2]
+  if T % 2: return attend(q, k, v, mask, dropout)
+  # each half's gradients stored, then summed: else tinygrad fuses both halves' matmuls into one kernel (2x slower)
+  h, own = T // 2, lambda t: t.contiguous_backward()
+  first = attend(own(q[..., :h, :]), own(k[..., :h, :]), own(v[..., :h, :]), mask[:h, :h], dropout)
+  return first.cat(attend(own(q[..., h:, :]), own(k), own(v), mask[h:], dropout), dim=-2)
 
 def exp_saved(x: Tensor) -> Tensor:
   """x.exp(), stored, with a backward that multiplies by the stored values instead of recomputing them. x - x.detach()
@@ -275,7 +288,8 @@ class Transformer:
     rep = a.n_heads // a.kv_heads  # grouped-query attention: each kv head serves `rep` consecutive query heads
     if rep > 1: k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     # stored (B, heads, T, head_dim), and so is its gradient: the attention matmuls write and read it in order
-    out = attend(q, k, v, mask, a.dropout).contiguous().contiguous_backward()
+    causal = cache is None or is_start(start_pos)  # the mask is (T, T), each query seeing the keys up to its own
+    out = (attend_causal if causal else attend)(q, k, v, mask, a.dropout).contiguous().contiguous_backward()
     out = out.transpose(1, 2).reshape(B, T, a.dim)
     if T > 1: out = out.contiguous()  # (one row: the transpose moves nothing, a copy would be a kernel for nothing)
     return linear(out, self.weights[f"layers.{i}.attention.wo.weight"], chunk=self.grad_chunk).dropout(a.dropout)
@@ -296,8 +310,9 @@ class Transformer:
     E = w["tok_embeddings.weight"]
     if uses_pinv(a):
       # pinv of the logical rows only (appended zero rows would make E E^T singular when vocab < dim), then zero
-      # columns back on so the logits matmul and its gradients run at the padded width
-      U = pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T
+      # columns back on so the logits matmul and its gradients run at the padded width; stored (padded_vocab, dim):
+      # the matmuls then read whole rows in order, not pinv's (dim, vocab) with its padding as masked loads
+      U = pinv(E[:a.vocab_size]).pad(((0, 0), (0, self.padded_vocab - a.vocab_size))).T.contiguous()
       return U * (w["output.log_scale"].exp() * pinv_logit_scale(a)) if a.unembedding == "pinv_scaled" else U
     return E if a.unembedding == "tied" else w["output.weight"]
 

@@ -14,7 +14,7 @@ from tinygrad import Context, Tensor, dtypes
 from tinystory import __version__, UserError, data, kernel_opts, pretok, write_atomic
 from tinystory.checkpoint import CKPT, model_weights
 from tinystory.config import ModelArgs, TrainConfig
-from tinystory.device import choose_for, devices_of, patched, rng_state, set_rng_state, tinygrad_version, using_device, zeros
+from tinystory.device import choose_for, compile_workers_kept, devices_of, patched, rng_state, set_rng_state, tinygrad_version, using_device, zeros
 from tinystory.loader import load_model_file, load_tokenizer
 from tinystory.log import fmt_duration, log
 from tinystory.model import Transformer, uses_pinv
@@ -84,12 +84,13 @@ class TrainSteps:
   """micro_step (forward + backward of one micro-batch, accumulating gradients), update (clip + AdamW: `opt`) and
   eval_loss, each a replay.ReplayJit of fixed input tensors that each call uploads the new batch (or lr and step) into,
   compiled when cfg.compile (TinyJit, then its kernels replayed on every core). Until close() (or the end of a `with`
-  block) tinygrad compiles the step's slowest CPU kernels with the searched table (kernel_opts.hooks) and its allocator
-  keeps no freed buffers for reuse: the first (eager) step and the JIT capture free a whole step's worth of them, which
-  would then sit in that cache for good (off, the seed config peaks at 1.8 GB, not 2.8)."""
+  block) tinygrad compiles the step's slowest CPU kernels with the searched table (kernel_opts.hooks), in workers kept
+  for many kernels (device.compile_workers_kept), and its allocator keeps no freed buffers for reuse: the first
+  (eager) step and the JIT capture free a whole step's worth of them, which would then sit in that cache for good
+  (off, the seed config peaks at 1.8 GB, not 2.8)."""
   def __init__(self, model, cfg: TrainConfig):
     with contextlib.ExitStack() as held:  # tinygrad's settings, kept by a TrainSteps made, put back if making one fails
-      held.enter_context(patched({"LRU": 0}, kernel_opts.hooks()))
+      held.enter_context(patched({"LRU": 0}, (*kernel_opts.hooks(), *compile_workers_kept())))
       self.model, self.cfg, self.params = model, cfg, model.parameters()
       self.opt = AdamW(self.params, weight_decays(self.params, cfg.weight_decay), cfg.beta1, cfg.beta2, cfg.grad_clip)
       # on several devices (model.shard) the gradients are replicated like the weights and each batch is split

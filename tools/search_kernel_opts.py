@@ -2,14 +2,16 @@
 tinystory/kernel_opts.py applies at run time (why a table, and what it holds: that module's docstring;
 docs/performance.md, "Searched kernels"). Run on a quiet machine, from the repository (minutes per kernel):
 
-  python tools/search_kernel_opts.py --top 40 --beam 0            # rewrites tinystory/kernel_opts.json (10 min)
+  python tools/search_kernel_opts.py --top 60 --beam 0            # rewrites tinystory/kernel_opts.json (10 min)
   python tools/search_kernel_opts.py --out my.json                # a table of one's own: TINYSTORY_KERNEL_OPTS=my.json
   python tools/search_kernel_opts.py --beam 0 --also A.json --also B.json   # no search: the faster of two tables' opts
 
-Each kernel is timed with the heuristics' opts, with register tiles (tile_candidates: 16 outputs along one axis, a
-vector register, times 4 or 8 along another; then the fastest widened) and, with --beam, BEAM's search from the
-fastest of those. BEAM picks by timings, so a search on a loaded machine can miss opts an earlier search found:
-`--also TABLE` times that table's opts for each kernel too, and the fastest of all is kept.
+Each kernel is timed with the heuristics' opts; with no opts (one output per loop iteration: clang's loop vectorizer
+then makes an elementwise kernel 16 floats wide, where the heuristics' upcast of 4 leaves it 4 wide); with register
+tiles (tile_candidates: 16 outputs along one axis, a vector register, times 4 or 8 along another; then the fastest
+widened); and, with --beam, with BEAM's search from the fastest of those. BEAM picks by timings, so a search on a
+loaded machine can miss opts an earlier search found: `--also TABLE` times that table's opts for each kernel too, and
+the fastest of all is kept.
 
 A tool, not part of the package: it drives the package's training step (bench.train_driver), which the run-time
 table is applied inside of."""
@@ -79,7 +81,7 @@ def _search(cfg: dict, batch_size: int, top: int, beam: int, out: Path, also: li
   with patched({"PARALLEL": 0}, ((tg_search, "actions", actions),)):  # each candidate compiled here, as the step's kernels
     for key, (ast, ren, heuristic, name, step_ms) in sorted(step.items(), key=lambda kv: -kv[1][4])[:top]:
       t = time.perf_counter()
-      tried = {"heuristics": [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD]}
+      tried = {"heuristics": [(o.op.name, o.axis, o.arg) for o in heuristic if o.op is not OptOps.THREAD], "no opts": []}
       tried |= {source: table[key] for source, table in tables.items() if key in table}
       times = {}
       def timed(source, opts):
@@ -136,7 +138,7 @@ def args(ast, ren) -> tuple[list, dict]:
 
 if __name__ == "__main__":
   p = argparse.ArgumentParser(description="BEAM-search the seed training step's slowest CPU kernels into kernel_opts.json")
-  p.add_argument("--top", type=int, default=40, help="how many of the slowest kernels to search")
+  p.add_argument("--top", type=int, default=60, help="how many of the slowest kernels to search")
   p.add_argument("--beam", type=int, default=0, help="BEAM width, searching from the fastest opts found (0: none)")
   p.add_argument("--also", type=Path, action="append", default=[], help="a table whose opts are timed too (repeatable)")
   p.add_argument("--out", type=Path, default=kernel_opts.TABLE)
