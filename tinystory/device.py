@@ -4,9 +4,10 @@ device (`choose_for`), arrays placed like tensors, the dropout RNG state a check
 private counters hold (tests/test_structure.py keeps tinygrad's private names here, in replay.py and kernel_opts.py),
 and every change the package makes to tinygrad's process-wide state (tests/test_structure.py keeps them here):
 
-each for a block only, through `patched` (put back after it, also on an error): while a command runs on its device
-(`using_device`), DEV and, on NVIDIA GPUs, ALLOW_TF32 (settings_for); while a train.TrainSteps is used, LRU=0, the
-kernel table's hooks in tinygrad's code generator (kernel_opts.hooks) and longer-lived compile workers
+each for a block only, through `patched` (put back after it, also on an error; tinygrad's compile worker pool, if
+started in the block, keeps the block's worker lifetime for the process: compile_workers_kept): while a command runs
+on its device (`using_device`), DEV and, on NVIDIA GPUs, ALLOW_TF32 (settings_for); while a train.TrainSteps is used,
+LRU=0, the kernel table's hooks in tinygrad's code generator (kernel_opts.hooks) and longer-lived compile workers
 (compile_workers_kept); bench's source-only compilers and kernel counter on the NULL device; the search tool's
 recorder.
 """

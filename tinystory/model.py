@@ -288,7 +288,7 @@ class Transformer:
     rep = a.n_heads // a.kv_heads  # grouped-query attention: each kv head serves `rep` consecutive query heads
     if rep > 1: k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
     # stored (B, heads, T, head_dim), and so is its gradient: the attention matmuls write and read it in order
-    causal = cache is None or is_start(start_pos)  # the mask is (T, T), each query seeing the keys up to its own
+    causal = is_start(start_pos)  # then the mask is (T, T), each query seeing the keys up to its own
     out = (attend_causal if causal else attend)(q, k, v, mask, a.dropout).contiguous().contiguous_backward()
     out = out.transpose(1, 2).reshape(B, T, a.dim)
     if T > 1: out = out.contiguous()  # (one row: the transpose moves nothing, a copy would be a kernel for nothing)

@@ -85,9 +85,9 @@ class TrainSteps:
   eval_loss, each a replay.ReplayJit of fixed input tensors that each call uploads the new batch (or lr and step) into,
   compiled when cfg.compile (TinyJit, then its kernels replayed on every core). Until close() (or the end of a `with`
   block) tinygrad compiles the step's slowest CPU kernels with the searched table (kernel_opts.hooks), in workers kept
-  for many kernels (device.compile_workers_kept), and its allocator keeps no freed buffers for reuse: the first
-  (eager) step and the JIT capture free a whole step's worth of them, which would then sit in that cache for good
-  (off, the seed config peaks at 1.8 GB, not 2.8)."""
+  for many kernels (device.compile_workers_kept: for the process, where the pool starts here), and its allocator
+  keeps no freed buffers for reuse: the first (eager) step and the JIT capture free a whole step's worth of them,
+  which would then sit in that cache for good (off, the seed config peaks at 1.8 GB, not 2.8)."""
   def __init__(self, model, cfg: TrainConfig):
     with contextlib.ExitStack() as held:  # tinygrad's settings, kept by a TrainSteps made, put back if making one fails
       held.enter_context(patched({"LRU": 0}, (*kernel_opts.hooks(), *compile_workers_kept())))
