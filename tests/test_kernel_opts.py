@@ -143,3 +143,22 @@ def test_the_search_gets_every_timed_kernel_with_its_ast():
   out = run(SEARCH_INPUT)
   assert len(out["ms"]) > 20 and all(out["keys"]) and all(v > 0 for v in out["ms"])
   assert len(set(out["names"])) < len(out["names"])  # some names are shared by kernels of different ASTs
+
+POOL = """
+import json, numpy as np
+import tinygrad.engine.worker as worker
+from tinystory.config import ModelArgs, TrainConfig
+from tinystory.model import Transformer
+from tinystory.train import TrainSteps
+model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=8), seed=0)
+with TrainSteps(model, TrainConfig(batch_size=2, max_seq_len=8, compile=False)) as steps:
+  steps.micro_step(*np.zeros((2, 2, 8), np.int64))  # its kernels compiled in tinygrad's worker pool, started here
+print(json.dumps(worker.worker_pool._maxtasksperchild))
+"""
+
+@pytest.mark.parametrize("env, tasks", [({}, 1024), ({"BEAM_MAX_TASKS_PER_CHILD": "5"}, 5)])
+def test_the_compile_workers_of_training_are_kept_for_many_kernels(monkeypatch, env, tasks):
+  """tinygrad's compile worker pool, started while a TrainSteps is used, replaces each worker after 1,024 kernels
+  (device.compile_workers_kept; tinygrad's own is 16), or after the environment's BEAM_MAX_TASKS_PER_CHILD."""
+  monkeypatch.delenv("BEAM_MAX_TASKS_PER_CHILD", raising=False)
+  assert run(POOL, PARALLEL="2", **env) == tasks

@@ -220,29 +220,6 @@ def test_tinygrads_process_wide_state_changes_only_in_the_adapter():
     "line 4: L.value", "line 5: Device.DEFAULT", "line 6: codegen.apply_opts", "line 7: tinygrad.helpers.PARALLEL.value",
     "line 8: os.environ[...]", "line 9: os.environ.update()", "line 10: codegen.x"]
 
-POOL = """
-import numpy as np
-import tinygrad.engine.worker as worker
-from tinystory.config import ModelArgs, TrainConfig
-from tinystory.model import Transformer
-from tinystory.train import TrainSteps
-model = Transformer(ModelArgs(dim=16, n_layers=1, n_heads=2, n_kv_heads=2, vocab_size=40, max_seq_len=8), seed=0)
-with TrainSteps(model, TrainConfig(batch_size=2, max_seq_len=8, compile=False)) as steps:
-  steps.micro_step(*np.zeros((2, 2, 8), np.int64))  # its kernels compiled in tinygrad's worker pool, started here
-print(worker.worker_pool._maxtasksperchild)
-"""
-
-@pytest.mark.parametrize("env, tasks", [({}, 1024), ({"BEAM_MAX_TASKS_PER_CHILD": "5"}, 5)])
-def test_the_compile_workers_of_training_are_kept_for_many_kernels(env, tasks):
-  """tinygrad's compile worker pool, started while a TrainSteps is used, replaces each worker after 1,024 kernels
-  (device.compile_workers_kept; tinygrad's own is 16), or after the environment's BEAM_MAX_TASKS_PER_CHILD."""
-  import os, subprocess, sys
-  base = {k: v for k, v in os.environ.items() if k not in ("BEAM_MAX_TASKS_PER_CHILD", "PARALLEL")}
-  out = subprocess.run([sys.executable, "-c", POOL], env={**base, "PARALLEL": "2", **env}, capture_output=True, text=True,
-                       cwd=Path(__file__).resolve().parent.parent, timeout=300)
-  assert out.returncode == 0, out.stderr
-  assert out.stdout.split()[-1] == str(tasks)
-
 def test_tinygrads_settings_are_put_back_after_training_and_after_a_patched_block(monkeypatch):
   """What a TrainSteps changes in tinygrad while it is used (LRU off, the kernel table's hooks in the code generator
   and in what its compile workers run) is as it was after close() and after a `with` block; device.patched puts back

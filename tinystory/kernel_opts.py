@@ -6,9 +6,9 @@ picks by timings, so two runs (or a run and its resume) can get different kernel
 `kernel_opts.json` holds the result of one search (`python tools/search_kernel_opts.py`, a tool outside the package:
 it drives the training step, which imports this module): for the slowest kernels of the seed config's training step,
 keyed by the kernel's AST (`kernel_key`: its exact ops and shapes), the fastest opts it timed (register tiles, BEAM's,
-or none at all, for clang's loop vectorizer) where they beat the heuristics by 5% or more. `hooks()` make tinygrad's code generator apply those opts to those kernels on the CPU (then split
-them over cores as its heuristics would) while a train.TrainSteps holds them (device.patched); every other kernel,
-device or shape is optimised as before. The table is data, so every run gets the same kernels: resume and replay stay
+or none at all, for clang's loop vectorizer) where they beat the heuristics by 5% or more. `hooks()` make tinygrad's
+code generator apply those opts to those kernels on the CPU (then split them over cores as its heuristics would)
+while a train.TrainSteps holds them (device.patched); every other kernel, device or shape is optimised as before. The table is data, so every run gets the same kernels: resume and replay stay
 bit-exact. A kernel computes the same sums with another loop order, so the floats differ from the heuristics' kernels
 by rounding, as BEAM's do.
 
